@@ -1,0 +1,1 @@
+"""Mercato's API gateway: the only door from clients to the services."""

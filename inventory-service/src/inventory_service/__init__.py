@@ -1,0 +1,1 @@
+"""Inventory service: owns the catalogue's stock and its reservations."""

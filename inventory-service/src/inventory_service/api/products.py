@@ -1,0 +1,31 @@
+"""Routes under /api/v1/products."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from inventory_service import service
+from inventory_service.schemas import ProductPage, ProductRead
+from mercato_shared.api import Sessions
+from mercato_shared.identity import CurrentIdentity
+
+router = APIRouter(prefix="/api/v1/products", tags=["products"])
+
+
+@router.get("", response_model=ProductPage)
+async def list_products(
+    _: CurrentIdentity,
+    sessions: Sessions,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ProductPage:
+    """The catalogue with available stock, by SKU."""
+    return await service.list_products(sessions=sessions, limit=limit, offset=offset)
+
+
+@router.get("/{sku}", response_model=ProductRead)
+async def read_product(sku: str, _: CurrentIdentity, sessions: Sessions) -> ProductRead:
+    """One product with its available stock."""
+    return ProductRead.model_validate(await service.get_product(sessions=sessions, sku=sku))

@@ -1,0 +1,1 @@
+"""Notification service: one stored, mailed notification per order outcome."""

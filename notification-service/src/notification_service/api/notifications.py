@@ -1,0 +1,28 @@
+"""Routes under /api/v1/notifications."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from mercato_shared.api import Sessions
+from mercato_shared.identity import CurrentIdentity
+from notification_service import service
+from notification_service.schemas import NotificationPage
+
+router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
+
+
+@router.get("", response_model=NotificationPage)
+async def list_notifications(
+    identity: CurrentIdentity,
+    sessions: Sessions,
+    customer_id: Annotated[str | None, Query(description="admins only: one customer's")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> NotificationPage:
+    """The caller's notifications, newest first."""
+    return await service.list_notifications(
+        sessions=sessions, identity=identity, customer_id=customer_id, limit=limit, offset=offset
+    )

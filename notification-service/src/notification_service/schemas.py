@@ -1,0 +1,27 @@
+"""Response bodies of the notification API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+
+class NotificationRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    order_id: uuid.UUID
+    customer_id: str
+    kind: str
+    subject: str
+    message_id: str
+    sent_at: datetime | None
+    created_at: datetime
+
+
+class NotificationPage(BaseModel):
+    items: list[NotificationRead]
+    limit: int
+    offset: int

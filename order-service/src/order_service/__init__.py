@@ -1,0 +1,1 @@
+"""Order service: owns orders and their state machine."""

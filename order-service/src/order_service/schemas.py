@@ -1,0 +1,51 @@
+"""Request and response bodies of the order API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Sku = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9-]{0,63}$", examples=["MUG-BLUE"])]
+
+
+class OrderLineCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sku: Sku
+    quantity: int = Field(strict=True, gt=0, le=1000)
+
+
+class OrderCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lines: list[OrderLineCreate] = Field(min_length=1, max_length=100)
+
+    @field_validator("lines")
+    @classmethod
+    def _one_line_per_sku(cls, lines: list[OrderLineCreate]) -> list[OrderLineCreate]:
+        skus = [line.sku for line in lines]
+        if len(set(skus)) != len(skus):
+            raise ValueError("each SKU may appear on one line only")
+        return lines
+
+
+class OrderLineRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    sku: str
+    quantity: int
+
+
+class OrderRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    customer_id: str
+    status: str
+    cancel_reason: str | None
+    lines: list[OrderLineRead]
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,1 @@
+"""Payment service: authorizes, captures, voids and refunds orders' payments at the provider."""

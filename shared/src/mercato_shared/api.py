@@ -1,0 +1,71 @@
+"""The skeleton every domain service's api process shares: lifespan, errors, health, serving."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mercato_shared.db import create_engine, create_sessionmaker, ping
+from mercato_shared.health import health_router
+from mercato_shared.identity import IdentityVerifier
+from mercato_shared.logs import configure_logging
+from mercato_shared.problems import install_problem_handlers
+from mercato_shared.settings import ServiceSettings
+
+
+def create_service_app(
+    settings: ServiceSettings, *, title: str, routers: Iterable[APIRouter]
+) -> FastAPI:
+    """Build a service's FastAPI app; the engine and key are created in its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessions = create_sessionmaker(engine)
+        app.state.identity_verifier = IdentityVerifier.from_file(
+            settings.identity_public_key_file, issuer=settings.identity_issuer
+        )
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    install_problem_handlers(app)
+
+    async def database() -> None:
+        await ping(app.state.engine)
+
+    app.include_router(health_router({"database": database}))
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    """The process's session factory; service functions open one transaction per request."""
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    return sessions
+
+
+Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run a service's api under uvicorn with JSON logs (uvloop and httptools when installed)."""
+    configure_logging(f"{settings.service_name}-api", settings.log_level)
+    uvicorn.run(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=True,
+        proxy_headers=False,
+    )

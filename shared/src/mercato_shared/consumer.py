@@ -1,0 +1,189 @@
+"""Kafka consumption: one event, one transaction (inbox + handler), then the offset commit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import TopicPartition
+from pydantic import ValidationError
+from sqlalchemy import Table
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mercato_shared import inbox
+from mercato_shared.db import transaction
+from mercato_shared.events import Envelope
+from mercato_shared.retry import backoff_delay
+from mercato_shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+
+# Outages of our own infrastructure: retrying forever (the partition waits) is right, since
+# dead-lettering an event because the database was restarting would lose the saga step.
+def is_transient(exc: BaseException) -> bool:
+    """True for failures of the infrastructure rather than of the event itself."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, OSError | TimeoutError)
+
+
+MAX_TRANSIENT_BACKOFF_SECONDS = 10.0
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: EventConsumer) -> None:
+        self._owner = consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._owner.commit_pending()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+
+
+class EventConsumer:
+    """Consumes topics with manual commits; handlers run inside the inbox transaction."""
+
+    def __init__(
+        self,
+        *,
+        settings: ServiceSettings,
+        topics: list[str],
+        handlers: Mapping[str, Handler],
+        sessions: async_sessionmaker[AsyncSession],
+        inbox_table: Table,
+        dead_letters: Callable[[], Awaitable[AIOKafkaProducer]],
+    ) -> None:
+        self._settings = settings
+        self._topics = topics
+        self._handlers = handlers
+        self._sessions = sessions
+        self._inbox = inbox_table
+        self._dead_letters = dead_letters
+        self._consumer: AIOKafkaConsumer | None = None
+        self._pending: dict[TopicPartition, int] = {}
+        self.processed = 0
+        self.dead_lettered = 0
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        return set() if self._consumer is None else set(self._consumer.assignment())
+
+    async def run(self) -> None:
+        """Consume until cancelled."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            group_id=self._settings.consumer_group,
+            client_id=f"{self._settings.service_name}-worker",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        consumer.subscribe(self._topics, listener=_CommitOnRevoke(self))
+        await consumer.start()
+        self._consumer = consumer
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000, max_records=200)
+                for records in batches.values():
+                    for record in records:
+                        await self._process(record)
+                        tp = TopicPartition(record.topic, record.partition)
+                        self._pending[tp] = record.offset + 1
+                    await self.commit_pending()
+        finally:
+            self._consumer = None
+            await consumer.stop()
+
+    async def commit_pending(self) -> None:
+        """Commit the offsets of every event whose transaction has committed."""
+        if not self._pending or self._consumer is None:
+            return
+        offsets, self._pending = self._pending, {}
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The partition moved to another member; it re-reads from the last commit and the
+            # inbox makes the repeat harmless.
+            log.warning("offset commit refused after a rebalance: %s", exc)
+
+    async def _process(self, record: Any) -> None:
+        try:
+            envelope = Envelope.model_validate_json(record.value)
+        except ValidationError as exc:
+            await self._dead_letter(record, exc)
+            return
+        handler = self._handlers.get(envelope.type)
+        if handler is None:
+            return  # another service's concern
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with transaction(self._sessions) as session:
+                    fresh = await inbox.record(
+                        session,
+                        self._inbox,
+                        envelope,
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                    )
+                    if fresh:
+                        await handler(session, envelope)
+                self.processed += 1
+                return
+            except Exception as exc:
+                if is_transient(exc):
+                    delay = backoff_delay(
+                        attempt,
+                        base=self._settings.consumer_retry_backoff_seconds,
+                        cap=MAX_TRANSIENT_BACKOFF_SECONDS,
+                    )
+                    log.warning("event %s: transient failure, retrying: %s", envelope.id, exc)
+                    await asyncio.sleep(delay)
+                    continue
+                if attempt >= self._settings.consumer_max_attempts:
+                    log.exception("event %s failed %d times, dead-lettering", envelope.id, attempt)
+                    await self._dead_letter(record, exc)
+                    return
+                delay = backoff_delay(attempt, base=self._settings.consumer_retry_backoff_seconds)
+                log.warning("event %s: attempt %d failed: %s", envelope.id, attempt, exc)
+            await asyncio.sleep(delay)
+
+    async def _dead_letter(self, record: Any, error: BaseException) -> None:
+        headers = [
+            ("error", f"{type(error).__name__}: {error}"[:2000].encode()),
+            ("original_topic", record.topic.encode()),
+            ("original_partition", str(record.partition).encode()),
+            ("original_offset", str(record.offset).encode()),
+            ("consumer_group", self._settings.consumer_group.encode()),
+        ]
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                producer = await self._dead_letters()
+                await producer.send_and_wait(
+                    self._settings.dead_letter_topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=headers,
+                )
+                self.dead_lettered += 1
+                log.error(
+                    "dead-lettered %s",
+                    json.dumps({"topic": record.topic, "offset": record.offset}),
+                )
+                return
+            except KafkaError as exc:
+                log.warning("dead-letter publish failed, retrying: %s", exc)
+                await asyncio.sleep(backoff_delay(attempt, base=0.5, cap=10.0))

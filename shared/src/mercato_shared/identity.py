@@ -1,0 +1,114 @@
+"""X-Mercato-Identity: the short-lived JWT the gateway signs and every service verifies.
+
+The gateway holds the private key (ES256); services hold only the public key, so a service
+that is compromised cannot mint identities for calls to the others.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import jwt
+from fastapi import Depends, Request
+
+from mercato_shared.problems import UnauthorizedError
+
+IDENTITY_HEADER = "X-Mercato-Identity"
+ALGORITHM = "ES256"
+MAX_TTL_SECONDS = 60
+LEEWAY_SECONDS = 5
+
+
+class Role(StrEnum):
+    CUSTOMER = "customer"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling, as the gateway established it."""
+
+    subject: str
+    roles: frozenset[Role]
+    request_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return Role.ADMIN in self.roles
+
+    def may_read(self, owner: str) -> bool:
+        """Owners read their own objects; admins read everyone's."""
+        return self.is_admin or self.subject == owner
+
+
+class IdentityVerifier:
+    """Checks identity tokens against the gateway's public key."""
+
+    def __init__(self, public_key_pem: bytes, *, issuer: str) -> None:
+        self._key = public_key_pem
+        self._issuer = issuer
+
+    @classmethod
+    def from_file(cls, path: Path, *, issuer: str) -> IdentityVerifier:
+        return cls(path.read_bytes(), issuer=issuer)
+
+    def verify(self, token: str) -> Identity:
+        """Return the caller's identity, or raise UnauthorizedError."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                issuer=self._issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["sub", "exp", "iat", "iss"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise UnauthorizedError(f"invalid identity token: {exc}") from exc
+        # A token that lives longer than the contract allows is a stolen or forged one.
+        if claims["exp"] - claims["iat"] > MAX_TTL_SECONDS:
+            raise UnauthorizedError("identity token lifetime exceeds the maximum")
+        try:
+            roles = frozenset(Role(role) for role in claims.get("roles", []))
+        except ValueError as exc:
+            raise UnauthorizedError("identity token names an unknown role") from exc
+        return Identity(subject=str(claims["sub"]), roles=roles, request_id=claims.get("rid"))
+
+
+def issue_identity(
+    private_key_pem: bytes,
+    *,
+    subject: str,
+    roles: frozenset[Role] | set[Role],
+    issuer: str,
+    request_id: str | None = None,
+    ttl_seconds: int = 30,
+) -> str:
+    """Sign an identity token (the gateway's side of the contract)."""
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "sub": subject,
+        "roles": sorted(str(role) for role in roles),
+        "iss": issuer,
+        "iat": now,
+        "exp": now + min(ttl_seconds, MAX_TTL_SECONDS),
+    }
+    if request_id:
+        claims["rid"] = request_id
+    return jwt.encode(claims, private_key_pem, algorithm=ALGORITHM)
+
+
+def get_identity(request: Request) -> Identity:
+    """FastAPI dependency: the verified caller, or 401 for a missing or invalid header."""
+    token = request.headers.get(IDENTITY_HEADER)
+    if not token:
+        raise UnauthorizedError(f"missing {IDENTITY_HEADER} header")
+    verifier: IdentityVerifier = request.app.state.identity_verifier
+    return verifier.verify(token)
+
+
+CurrentIdentity = Annotated[Identity, Depends(get_identity)]

@@ -1,0 +1,162 @@
+"""Transactional outbox: events are rows written with the state change, then relayed to Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from mercato_shared.events import Envelope, Payload
+from mercato_shared.tables import OUTBOX_CHANNEL
+
+log = logging.getLogger(__name__)
+
+# One relay publishes at a time per database: a second one waits, which keeps per-order
+# order without coordination (two relays splitting a batch could reorder an order's events).
+RELAY_LOCK_KEY = 0x6D657263  # "merc"
+
+
+async def add_event(
+    session: AsyncSession,
+    outbox: Table,
+    payload: Payload,
+    *,
+    order_id: uuid.UUID,
+    topic: str,
+) -> Envelope:
+    """Write an event to the outbox inside the caller's transaction."""
+    envelope = Envelope.wrap(payload, order_id=order_id)
+    await session.execute(
+        insert(outbox).values(
+            event_id=envelope.id,
+            topic=topic,
+            key=str(envelope.order_id),
+            event_type=envelope.type,
+            envelope=envelope.model_dump(mode="json"),
+        )
+    )
+    return envelope
+
+
+class OutboxRelay:
+    """Moves outbox rows to Kafka in id order and deletes them once the broker has them."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        outbox: Table,
+        producer_factory: Callable[[], AIOKafkaProducer],
+        batch_size: int = 100,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self._engine = engine
+        self._outbox = outbox
+        self._producer_factory = producer_factory
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self._listener: asyncpg.Connection | None = None
+        self.published = 0
+
+    async def run(self) -> None:
+        """Relay until cancelled; survives broker and database outages by retrying."""
+        try:
+            while True:
+                await self._ensure_listener()
+                try:
+                    while await self.relay_once() == self._batch_size:
+                        pass
+                except (KafkaError, OSError, asyncpg.PostgresError) as exc:
+                    log.warning("outbox relay failed, will retry: %s", exc)
+                    await self._reset_producer()
+                except Exception:
+                    log.exception("outbox relay failed unexpectedly, will retry")
+                    await self._reset_producer()
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Release the producer and the LISTEN connection."""
+        await self._reset_producer()
+        await self._close_listener()
+
+    async def relay_once(self) -> int:
+        """Publish one batch; returns the rows sent (0 when another relay holds the lock)."""
+        outbox = self._outbox
+        async with self._engine.begin() as conn:
+            locked = await conn.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY)))
+            if not locked:
+                return 0
+            rows = (
+                await conn.execute(
+                    select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.envelope)
+                    .order_by(outbox.c.id)
+                    .limit(self._batch_size)
+                )
+            ).all()
+            if not rows:
+                return 0
+            producer = await self._get_producer()
+            # Send the whole batch before awaiting: the idempotent producer keeps per-partition
+            # order, and the rows are deleted only when every send is acknowledged.
+            pending = [
+                await producer.send(
+                    row.topic,
+                    value=json.dumps(row.envelope).encode(),
+                    key=row.key.encode(),
+                    headers=[("event_type", str(row.envelope["type"]).encode())],
+                )
+                for row in rows
+            ]
+            await asyncio.gather(*pending)
+            await conn.execute(delete(outbox).where(outbox.c.id.in_([row.id for row in rows])))
+        self.published += len(rows)
+        return len(rows)
+
+    async def _get_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = self._producer_factory()
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def _reset_producer(self) -> None:
+        # A fresh producer gets a new producer id, which clears a sequence-number state that
+        # an idempotent producer can get stuck in after a broker blip.
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def _ensure_listener(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        await self._close_listener()
+        url = self._engine.url.set(drivername="postgresql")
+        try:
+            conn = await asyncpg.connect(url.render_as_string(hide_password=False), timeout=5)
+            await conn.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("outbox LISTEN unavailable, polling only: %s", exc)
+            return
+        self._listener = conn
+
+    async def _close_listener(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            with contextlib.suppress(Exception):
+                await listener.close()

@@ -1,0 +1,124 @@
+"""RFC 9457 problem details: one error hierarchy, one place that renders it."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "urn:mercato:problem:"
+
+log = logging.getLogger(__name__)
+
+
+def problem_response(
+    status: int,
+    *,
+    detail: str | None = None,
+    problem_type: str = "about:blank",
+    title: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    """Render a problem body; the title defaults to the status phrase as RFC 9457 suggests."""
+    body: dict[str, Any] = {
+        "type": problem_type,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    body.update(extensions)
+    return JSONResponse(
+        body, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers or {})
+    )
+
+
+class ProblemError(Exception):
+    """Base of every domain error: carries its HTTP status and problem type."""
+
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal Server Error"
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = extensions
+
+    def to_response(self) -> JSONResponse:
+        return problem_response(
+            self.status,
+            detail=self.detail,
+            problem_type=PROBLEM_TYPE_BASE + self.slug,
+            title=self.title,
+            **self.extensions,
+        )
+
+
+class BadRequestError(ProblemError):
+    status, slug, title = 400, "bad-request", "Bad Request"
+
+
+class UnauthorizedError(ProblemError):
+    status, slug, title = 401, "unauthorized", "Unauthorized"
+
+
+class NotFoundError(ProblemError):
+    status, slug, title = 404, "not-found", "Not Found"
+
+
+class ConflictError(ProblemError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+async def _on_problem(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)  # noqa: S101 - registered for ProblemError only
+    return exc.to_response()
+
+
+async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101
+    errors = [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+    # A body that is not JSON at all is a malformed request, not a semantic one.
+    if any(err["type"] == "json_invalid" for err in errors):
+        return problem_response(
+            400,
+            detail="The request body is not valid JSON.",
+            problem_type=PROBLEM_TYPE_BASE + "malformed-json",
+            errors=errors,
+        )
+    return problem_response(
+        422,
+        detail="The request does not match the expected schema.",
+        problem_type=PROBLEM_TYPE_BASE + "validation-error",
+        errors=errors,
+    )
+
+
+async def _on_http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+    return problem_response(exc.status_code, detail=exc.detail, headers=exc.headers)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(500, detail="An unexpected error occurred.")
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Make every error the app can raise come out as application/problem+json."""
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)

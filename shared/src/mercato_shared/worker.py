@@ -1,0 +1,134 @@
+"""The worker process every domain service runs: consumer, outbox relay and a health server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+from sqlalchemy import Table
+
+from mercato_shared.consumer import EventConsumer, Handler
+from mercato_shared.db import create_engine, create_sessionmaker, ping
+from mercato_shared.health import health_router
+from mercato_shared.kafka import create_producer
+from mercato_shared.logs import configure_logging
+from mercato_shared.outbox import OutboxRelay
+from mercato_shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a service plugs into the shared worker: its tables, topics and handlers."""
+
+    settings: ServiceSettings
+    outbox: Table
+    inbox: Table
+    topics: tuple[str, ...]
+    handlers: Mapping[str, Handler] = field(default_factory=dict)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    # The worker owns signal handling; uvicorn must not install its own handlers.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class _DeadLetterProducer:
+    """Started on first use, so a worker that never dead-letters holds no extra connection."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self._settings = settings
+        self._producer: AIOKafkaProducer | None = None
+
+    async def __call__(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = create_producer(self._settings)
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+
+async def run_worker(spec: WorkerSpec) -> None:
+    """Run until SIGTERM/SIGINT; a crashed part stops the process so its supervisor restarts it."""
+    settings = spec.settings
+    engine = create_engine(settings)
+    dead_letters = _DeadLetterProducer(settings)
+    relay = OutboxRelay(
+        engine=engine,
+        outbox=spec.outbox,
+        producer_factory=lambda: create_producer(settings),
+        batch_size=settings.outbox_batch_size,
+        poll_interval=settings.outbox_poll_interval_seconds,
+    )
+    consumer = EventConsumer(
+        settings=settings,
+        topics=[settings.topic(name) for name in spec.topics],
+        handlers=spec.handlers,
+        sessions=create_sessionmaker(engine),
+        inbox_table=spec.inbox,
+        dead_letters=dead_letters,
+    )
+
+    async def database() -> None:
+        await ping(engine)
+
+    async def kafka() -> None:
+        if not consumer.assignment:
+            raise RuntimeError("no partitions assigned yet")
+
+    health = FastAPI(title=f"{settings.service_name}-worker")
+    health.include_router(health_router({"database": database, "kafka": kafka}))
+    server = _EmbeddedServer(
+        uvicorn.Config(
+            health, host=settings.worker_host, port=settings.worker_port, log_config=None
+        )
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    tasks = {
+        asyncio.create_task(relay.run(), name="outbox-relay"),
+        asyncio.create_task(consumer.run(), name="consumer"),
+        asyncio.create_task(server.serve(), name="health-server"),
+    }
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    failed = False
+    try:
+        done, _ = await asyncio.wait(tasks | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done - {stopper}:
+            failed = True
+            exc = task.exception()
+            log.error("worker part %s stopped: %r", task.get_name(), exc, exc_info=exc)
+    finally:
+        server.should_exit = True
+        for task in tasks | {stopper}:
+            if task.get_name() != "health-server":
+                task.cancel()
+        await asyncio.gather(*tasks, stopper, return_exceptions=True)
+        await dead_letters.close()
+        await engine.dispose()
+    if failed:
+        raise SystemExit(1)
+
+
+def main(spec: WorkerSpec) -> None:
+    """Console-script entry point for ``<service>-worker``."""
+    configure_logging(f"{spec.settings.service_name}-worker", spec.settings.log_level)
+    asyncio.run(run_worker(spec))

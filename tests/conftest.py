@@ -1,0 +1,84 @@
+"""Session-wide infrastructure: the dev stack's servers, identity keys, per-test databases."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from mercato_shared.identity import Identity, Role, issue_identity
+from mercato_shared.kafka import ensure_topics, ping_kafka
+from tests import infra
+
+
+@pytest.fixture(scope="session")
+async def stack() -> None:
+    """Make sure Postgres, Redis and Kafka run (started by the stack scripts if not)."""
+    try:
+        await ping_kafka(infra.KAFKA)
+        conn = await infra._admin()
+        await conn.close()
+    except Exception:
+        subprocess.run(["bash", str(infra.REPO / "deploy/local/stack.sh"), "start"], check=True)
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The (private, public) identity key pair every test process shares."""
+    return infra.write_keypair(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="session")
+def sign(keys: tuple[Path, Path]) -> Callable[..., dict[str, str]]:
+    """Build an X-Mercato-Identity header as the gateway would."""
+    private = keys[0].read_bytes()
+
+    def header(subject: str = "alice", *roles: Role) -> dict[str, str]:
+        token = issue_identity(
+            private,
+            subject=subject,
+            roles=set(roles or (Role.CUSTOMER,)),
+            issuer="mercato-gateway",
+        )
+        return {"X-Mercato-Identity": token}
+
+    return header
+
+
+@pytest.fixture
+def customer() -> Identity:
+    return Identity(subject="alice", roles=frozenset({Role.CUSTOMER}))
+
+
+@pytest.fixture
+async def kafka_prefix(stack: None) -> str:
+    """A topic prefix of this test's own, with DESIGN.md's topics created under it."""
+    prefix = infra.random_prefix()
+    await ensure_topics(
+        infra.KAFKA,
+        [f"{prefix}{name}" for name in ("orders", "inventory", "payments")],
+        partitions=3,
+    )
+    return prefix
+
+
+def database_fixture(package: str | None) -> Callable[..., AsyncIterator[str]]:
+    """A fixture giving each test its own database migrated by ``package``."""
+
+    async def fixture(stack: None) -> AsyncIterator[str]:
+        url = await infra.create_database(package)
+        try:
+            yield url
+        finally:
+            await infra.drop_database(url)
+
+    return fixture
+
+
+order_db = pytest.fixture(database_fixture("order_service"), name="order_db")
+inventory_db = pytest.fixture(database_fixture("inventory_service"), name="inventory_db")
+payment_db = pytest.fixture(database_fixture("payment_service"), name="payment_db")
+notification_db = pytest.fixture(database_fixture("notification_service"), name="notification_db")
+empty_db = pytest.fixture(database_fixture(None), name="empty_db")

@@ -1,0 +1,108 @@
+"""Test helpers for the real servers of the dev stack: databases, topics, keys, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from mercato_shared import migrations
+
+PG_HOST = os.environ.get("MERCATO_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("MERCATO_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("MERCATO_TEST_PG_USER", "mercato")
+PG_PASSWORD = os.environ.get("MERCATO_TEST_PG_PASSWORD", "mercato")
+KAFKA = os.environ.get("MERCATO_TEST_KAFKA", "127.0.0.1:9092")
+REPO = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
+
+
+def database_url(name: str, driver: str = "postgresql+asyncpg") -> str:
+    return f"{driver}://{PG_USER}:{PG_PASSWORD}@{PG_HOST}:{PG_PORT}/{name}"
+
+
+async def _admin() -> asyncpg.Connection:
+    return await asyncpg.connect(database_url("postgres", "postgresql"))
+
+
+async def create_database(package: str | None) -> str:
+    """A fresh database named t_<random>, migrated with ``package``'s Alembic scripts."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await _admin()
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = database_url(name)
+    if package is not None:
+        # Alembic's env runs its own event loop, so it needs a thread of its own.
+        await asyncio.to_thread(migrations.upgrade, package, url)
+    return url
+
+
+async def drop_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    conn = await _admin()
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def random_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+def write_keypair(directory: Path) -> tuple[Path, Path]:
+    """An ES256 key pair for identity tokens: (private, public) PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = directory / "identity.pem"
+    public = directory / "identity.pub.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, interval: float = 0.1
+) -> T:
+    """Poll ``probe`` until it returns something truthy, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = await probe()
+        except Exception as exc:  # a probe may fail until the condition holds
+            last_error = exc
+        else:
+            if result:
+                return result
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last error: {last_error!r})")

@@ -1,0 +1,150 @@
+"""The idempotent consumer against real Postgres and Kafka."""
+
+import asyncio
+import uuid
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
+from sqlalchemy import func, select
+
+from mercato_shared.consumer import EventConsumer
+from mercato_shared.db import create_engine, create_sessionmaker, transaction
+from mercato_shared.events import Envelope, OrderCreated
+from mercato_shared.kafka import create_producer, ensure_topics
+from mercato_shared.settings import ServiceSettings
+from order_service.models import inbox
+from tests.infra import KAFKA, eventually, random_prefix
+from tests.kafka_tools import read_topic
+
+
+class Recorder:
+    """A handler that remembers what it saw and can be told to fail."""
+
+    def __init__(self, fail_on=()):
+        self.seen: list[uuid.UUID] = []
+        self.fail_on = set(fail_on)
+
+    async def __call__(self, session, envelope):
+        if envelope.id in self.fail_on:
+            raise ValueError("handler refuses this event")
+        self.seen.append(envelope.id)
+
+
+@pytest.fixture
+async def env(order_db):
+    settings = ServiceSettings(
+        service_name="consumer-test",
+        database_url=order_db,
+        kafka_bootstrap_servers=KAFKA,
+        kafka_prefix=random_prefix(),
+        consumer_max_attempts=2,
+        consumer_retry_backoff_seconds=0.01,
+    )
+    await ensure_topics(
+        KAFKA, [settings.topic("orders"), settings.dead_letter_topic], partitions=1
+    )
+    engine = create_engine(settings)
+    producer = create_producer(settings)
+    await producer.start()
+    yield settings, create_sessionmaker(engine), producer
+    await producer.stop()
+    await engine.dispose()
+
+
+def _envelope():
+    return Envelope.wrap(OrderCreated(customer_id="c", lines=[]), order_id=uuid.uuid4())
+
+
+async def _publish(producer, topic, value: bytes, key=b"k"):
+    await producer.send_and_wait(topic, value=value, key=key)
+
+
+def _consumer(settings, sessions, producer, handler):
+    async def dead_letters():
+        return producer
+
+    return EventConsumer(
+        settings=settings,
+        topics=[settings.topic("orders")],
+        handlers={"order.created": handler},
+        sessions=sessions,
+        inbox_table=inbox,
+        dead_letters=dead_letters,
+    )
+
+
+async def _run_until(consumer, condition, timeout=30):
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(condition, timeout=timeout)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _inbox_count(sessions):
+    async with transaction(sessions) as session:
+        return await session.scalar(select(func.count()).select_from(inbox))
+
+
+async def test_redelivered_event_is_handled_once(env):
+    settings, sessions, producer = env
+    first, second = _envelope(), _envelope()
+    for envelope in (first, first, second):
+        await _publish(producer, settings.topic("orders"), envelope.model_dump_json().encode())
+    handler = Recorder()
+    consumer = _consumer(settings, sessions, producer, handler)
+
+    async def all_consumed():
+        return consumer.processed == 3
+
+    await _run_until(consumer, all_consumed)
+    assert handler.seen == [first.id, second.id]
+    assert await _inbox_count(sessions) == 2
+
+
+async def test_failing_and_malformed_events_go_to_the_dead_letter_topic(env):
+    settings, sessions, producer = env
+    bad, good = _envelope(), _envelope()
+    await _publish(producer, settings.topic("orders"), b"{not json")
+    await _publish(producer, settings.topic("orders"), bad.model_dump_json().encode())
+    await _publish(producer, settings.topic("orders"), good.model_dump_json().encode())
+    handler = Recorder(fail_on={bad.id})
+    consumer = _consumer(settings, sessions, producer, handler)
+
+    async def good_handled():
+        return handler.seen == [good.id]
+
+    await _run_until(consumer, good_handled)
+    assert consumer.dead_lettered == 2
+    letters = await read_topic(settings.dead_letter_topic, 2)
+    headers = [dict(letter.headers) for letter in letters]
+    assert letters[0].value == b"{not json"
+    assert b"ValidationError" in headers[0]["error"]
+    assert b"handler refuses this event" in headers[1]["error"]
+    assert headers[1]["original_topic"] == settings.topic("orders").encode()
+    assert headers[1]["original_offset"] == b"1"
+    # The failed handler's transaction rolled back its inbox row with it.
+    assert await _inbox_count(sessions) == 1
+
+
+async def test_offsets_are_committed_after_processing(env):
+    settings, sessions, producer = env
+    for _ in range(3):
+        await _publish(producer, settings.topic("orders"), _envelope().model_dump_json().encode())
+    handler = Recorder()
+    consumer = _consumer(settings, sessions, producer, handler)
+
+    async def committed():
+        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(settings.consumer_group)
+        finally:
+            await admin.close()
+        meta = offsets.get(TopicPartition(settings.topic("orders"), 0))
+        return meta is not None and meta.offset == 3
+
+    await _run_until(consumer, committed)
+    assert len(handler.seen) == 3

@@ -1,0 +1,90 @@
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import jwt
+import pytest
+
+from mercato_shared.identity import IdentityVerifier, Role, issue_identity
+from mercato_shared.problems import UnauthorizedError
+
+
+@pytest.fixture
+def verifier(keys):
+    return IdentityVerifier.from_file(keys[1], issuer="mercato-gateway")
+
+
+@pytest.fixture
+def private_key(keys):
+    return keys[0].read_bytes()
+
+
+def test_round_trip(verifier, private_key):
+    token = issue_identity(
+        private_key, subject="alice", roles={Role.ADMIN}, issuer="mercato-gateway", request_id="r1"
+    )
+    identity = verifier.verify(token)
+    assert identity.subject == "alice"
+    assert identity.is_admin
+    assert identity.request_id == "r1"
+    assert identity.may_read("bob")
+
+
+def test_customer_reads_only_own(verifier, private_key):
+    token = issue_identity(
+        private_key, subject="alice", roles={Role.CUSTOMER}, issuer="mercato-gateway"
+    )
+    identity = verifier.verify(token)
+    assert identity.may_read("alice")
+    assert not identity.may_read("bob")
+
+
+def _claims(**overrides):
+    now = int(time.time())
+    claims = {"sub": "alice", "roles": ["customer"], "iss": "mercato-gateway"}
+    claims |= {"iat": now, "exp": now + 30}
+    claims.update(overrides)
+    return claims
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        pytest.param(_claims(exp=int(time.time()) - 60, iat=int(time.time()) - 80), id="expired"),
+        pytest.param(_claims(iss="someone-else"), id="wrong-issuer"),
+        pytest.param(_claims(exp=int(time.time()) + 3600), id="lifetime-too-long"),
+        pytest.param(_claims(roles=["root"]), id="unknown-role"),
+        pytest.param({k: v for k, v in _claims().items() if k != "sub"}, id="no-subject"),
+    ],
+)
+def test_rejects_bad_claims(verifier, private_key, claims):
+    token = jwt.encode(claims, private_key, algorithm="ES256")
+    with pytest.raises(UnauthorizedError):
+        verifier.verify(token)
+
+
+def _hs256_by_hand(claims, secret):
+    # PyJWT refuses to HMAC with a PEM key, so an attacker's token is built by hand.
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + b64(json.dumps(claims).encode())
+    signature = hmac.new(secret, signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + b64(signature)).decode()
+
+
+def test_rejects_other_key_and_other_algorithms(verifier, keys, tmp_path):
+    from tests.infra import write_keypair
+
+    other_private, _ = write_keypair(tmp_path)
+    forged = jwt.encode(_claims(), other_private.read_bytes(), algorithm="ES256")
+    with pytest.raises(UnauthorizedError):
+        verifier.verify(forged)
+    # HS256 "signed" with the public key: the classic algorithm-confusion forgery.
+    with pytest.raises(UnauthorizedError):
+        verifier.verify(_hs256_by_hand(_claims(), keys[1].read_bytes()))
+    unsigned = jwt.encode(_claims(), None, algorithm="none")
+    with pytest.raises(UnauthorizedError):
+        verifier.verify(unsigned)

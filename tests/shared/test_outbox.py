@@ -1,0 +1,139 @@
+"""The outbox against real Postgres and Kafka (using the order database's migrated tables)."""
+
+import asyncio
+import json
+import uuid
+from collections import defaultdict
+
+import pytest
+from sqlalchemy import func, select
+
+from mercato_shared.db import create_engine, create_sessionmaker, transaction
+from mercato_shared.events import OrderCreated, OrderLine
+from mercato_shared.kafka import create_producer, ensure_topics
+from mercato_shared.outbox import OutboxRelay, add_event
+from mercato_shared.settings import ServiceSettings
+from order_service.models import outbox
+from tests.infra import KAFKA, eventually, random_prefix
+from tests.kafka_tools import read_topic
+
+
+@pytest.fixture
+async def env(order_db):
+    settings = ServiceSettings(
+        service_name="outbox-test",
+        database_url=order_db,
+        kafka_bootstrap_servers=KAFKA,
+        kafka_prefix=random_prefix(),
+    )
+    await ensure_topics(KAFKA, [settings.topic("orders")], partitions=3)
+    engine = create_engine(settings)
+    yield settings, engine, create_sessionmaker(engine)
+    await engine.dispose()
+
+
+def _relay(settings, engine, **kwargs):
+    return OutboxRelay(
+        engine=engine, outbox=outbox, producer_factory=lambda: create_producer(settings), **kwargs
+    )
+
+
+async def _write(sessions, settings, order_id):
+    payload = OrderCreated(customer_id="c", lines=[OrderLine(sku="S", quantity=1)])
+    async with transaction(sessions) as session:
+        envelope = await add_event(
+            session, outbox, payload, order_id=order_id, topic=settings.topic("orders")
+        )
+    return envelope.id
+
+
+async def _outbox_size(sessions):
+    async with transaction(sessions) as session:
+        return await session.scalar(select(func.count()).select_from(outbox))
+
+
+def _ids_by_key(records):
+    by_key = defaultdict(list)
+    for record in records:
+        by_key[record.key.decode()].append(uuid.UUID(json.loads(record.value)["id"]))
+    return by_key
+
+
+async def test_relay_publishes_in_write_order_per_order_and_deletes_rows(env):
+    settings, engine, sessions = env
+    orders = [uuid.uuid4() for _ in range(4)]
+    written = defaultdict(list)
+    for i in range(20):
+        order_id = orders[i % 4]
+        written[str(order_id)].append(await _write(sessions, settings, order_id))
+
+    relay = _relay(settings, engine, batch_size=7)
+    try:
+        while await relay.relay_once():
+            pass
+    finally:
+        await relay.close()
+
+    assert await _outbox_size(sessions) == 0
+    records = await read_topic(settings.topic("orders"), 20)
+    assert _ids_by_key(records) == written
+
+
+async def test_event_of_a_rolled_back_transaction_is_never_written(env):
+    settings, _, sessions = env
+    payload = OrderCreated(customer_id="c", lines=[])
+    with pytest.raises(RuntimeError):
+        async with transaction(sessions) as session:
+            await add_event(
+                session, outbox, payload, order_id=uuid.uuid4(), topic=settings.topic("orders")
+            )
+            raise RuntimeError("state change failed")
+    assert await _outbox_size(sessions) == 0
+
+
+async def test_two_relays_deliver_every_row_once_and_in_order(env):
+    settings, engine, sessions = env
+    relays = [_relay(settings, engine, batch_size=5, poll_interval=0.05) for _ in range(2)]
+    tasks = [asyncio.create_task(relay.run()) for relay in relays]
+    try:
+        orders = [uuid.uuid4() for _ in range(5)]
+        written = defaultdict(list)
+        for i in range(60):
+            order_id = orders[i % 5]
+            written[str(order_id)].append(await _write(sessions, settings, order_id))
+        await eventually(lambda: _is_empty(sessions), timeout=30)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert sum(relay.published for relay in relays) == 60
+    records = await read_topic(settings.topic("orders"), 60)
+    await asyncio.sleep(0)  # nothing beyond 60 may exist: checked by exact equality below
+    assert _ids_by_key(records) == written
+
+
+async def _is_empty(sessions):
+    return await _outbox_size(sessions) == 0
+
+
+async def test_relay_is_woken_by_notify_not_by_its_poll(env):
+    settings, engine, sessions = env
+    relay = _relay(settings, engine, poll_interval=60)
+    task = asyncio.create_task(relay.run())
+    try:
+        # Let the relay finish its first (empty) pass and go to sleep on its long poll.
+        await eventually(lambda: _listening(relay), timeout=10)
+        await asyncio.sleep(0.2)
+        await _write(sessions, settings, uuid.uuid4())
+        await eventually(lambda: _published(relay), timeout=10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _listening(relay):
+    return relay._listener is not None
+
+
+async def _published(relay):
+    return relay.published == 1
