@@ -7,11 +7,11 @@ from contextlib import asynccontextmanager
 
 import httpx
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 
 @asynccontextmanager
-async def client_for(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def client_for(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client bound to ``app``, with its lifespan (engine, keys) running."""
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,7 +22,9 @@ async def stack() -> None:
         conn = await infra._admin()
         await conn.close()
     except Exception:
-        subprocess.run(["bash", str(infra.REPO / "deploy/local/stack.sh"), "start"], check=True)
+        # Not reachable: start them (make test has normally done so already).
+        script = str(infra.REPO / "deploy/local/stack.sh")
+        await asyncio.to_thread(subprocess.run, ["bash", script, "start"], check=True)
 
 
 @pytest.fixture(scope="session")

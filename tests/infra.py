@@ -91,10 +91,10 @@ def free_port() -> int:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, interval: float = 0.1
+    probe: Callable[[], Awaitable[T | None]], *, within: float = 30.0, interval: float = 0.1
 ) -> T:
-    """Poll ``probe`` until it returns something truthy, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    """Poll ``probe`` until it returns something truthy, failing after ``within`` seconds."""
+    deadline = time.monotonic() + within
     last_error: BaseException | None = None
     while time.monotonic() < deadline:
         try:
@@ -105,4 +105,4 @@ async def eventually(
             if result:
                 return result
         await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last error: {last_error!r})")
+    raise AssertionError(f"condition not met within {within}s (last error: {last_error!r})")

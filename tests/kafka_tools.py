@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from tests import infra
 
 
-async def read_topic(topic: str, count: int, *, timeout: float = 30.0) -> list[ConsumerRecord]:
+async def read_topic(topic: str, count: int, *, within: float = 30.0) -> list[ConsumerRecord]:
     """Read ``count`` records from the start of ``topic`` with a throwaway consumer group."""
     consumer = AIOKafkaConsumer(
         topic,
@@ -21,7 +21,7 @@ async def read_topic(topic: str, count: int, *, timeout: float = 30.0) -> list[C
     )
     await consumer.start()
     records: list[ConsumerRecord] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     try:
         while len(records) < count and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)

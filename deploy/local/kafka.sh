@@ -203,7 +203,7 @@ kafka_launch() {
         -Dlog4j.configuration="file:$KAFKA_CONF_DIR/log4j.properties" \
         -Dkafka.logs.dir="$LOG_DIR" \
         -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_CONF_DIR/server.properties" \
-        >>"$KAFKA_LOG" 2>&1 </dev/null &
+        >>"$KAFKA_LOG" 2>&1 </dev/null 9>&- &
     echo $! >"$KAFKA_PIDFILE"
 }
 

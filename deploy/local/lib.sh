@@ -74,6 +74,8 @@ ensure_state_dirs() {
 
 # Serialise start/stop/install: test runners may call `stack.sh start` from
 # several processes at once, and two of them must not both initdb or format.
+# Every command that may leave a daemon behind (servers, apt postinst
+# scripts) is run with fd 9 closed, or the daemon would hold the lock forever.
 take_lock() {
     exec 9>"$RUN_DIR/stack.lock"
     if ! flock -w 600 9; then
@@ -174,7 +176,7 @@ run_apt() {
     while :; do
         start_line=$(($(wc -l <"$APT_LOG" 2>/dev/null || echo 0) + 1))
         if as_root env DEBIAN_FRONTEND=noninteractive \
-            apt-get -o DPkg::Lock::Timeout=600 "$@" >>"$APT_LOG" 2>&1; then
+            apt-get -o DPkg::Lock::Timeout=600 "$@" >>"$APT_LOG" 2>&1 9>&-; then
             return 0
         fi
         if tail -n "+$start_line" "$APT_LOG" | grep -q 'Could not get lock' && ((SECONDS < deadline)); then

@@ -97,7 +97,7 @@ redis_start() {
         rm -f "$REDIS_PIDFILE"
         info "starting redis on $BIND_ADDR:$MERCATO_REDIS_PORT (log: $REDIS_LOG)"
         REDIS_LAUNCHED_AT=$SECONDS
-        redis-server "$REDIS_CONF" >>"$REDIS_LOG" 2>&1 ||
+        redis-server "$REDIS_CONF" >>"$REDIS_LOG" 2>&1 9>&- ||
             die_with_log "$REDIS_LOG" "redis-server failed to start"
     fi
     wait_until "$MERCATO_START_TIMEOUT" "$REDIS_LOG" redis redis_ready redis_alive

@@ -1,17 +1,13 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Native local dev stack: PostgreSQL, Redis and Kafka on 127.0.0.1, no Docker.
 # See README.md in this directory.
 set -euo pipefail
-# shellcheck source-path=SCRIPTDIR
 
 STACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=./lib.sh
 source "$STACK_DIR/lib.sh"
-# shellcheck source=./postgres.sh
 source "$STACK_DIR/postgres.sh"
-# shellcheck source=./redis.sh
 source "$STACK_DIR/redis.sh"
-# shellcheck source=./kafka.sh
 source "$STACK_DIR/kafka.sh"
 
 ALL_SERVERS=(postgres redis kafka)

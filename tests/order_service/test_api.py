@@ -18,9 +18,7 @@ ORDER = {"lines": [{"sku": "MUG-BLUE", "quantity": 2}, {"sku": "TEE-M", "quantit
 
 @pytest.fixture
 def settings(order_db, keys):
-    return OrderSettings(
-        database_url=order_db, identity_public_key_file=keys[1], kafka_prefix="p."
-    )
+    return OrderSettings(database_url=order_db, identity_public_key_file=keys[1], kafka_prefix="p.")
 
 
 @pytest.fixture
@@ -93,18 +91,20 @@ async def test_unknown_order_is_a_404_problem(client, sign):
             json.dumps({"lines": [{"sku": "MUG-BLUE", "quantity": -3}]}).encode(), 422, id="qty-neg"
         ),
         pytest.param(
-            json.dumps({"lines": [{"sku": "MUG-BLUE", "quantity": "2"}]}).encode(), 422, id="qty-str"
+            json.dumps({"lines": [{"sku": "MUG-BLUE", "quantity": "2"}]}).encode(),
+            422,
+            id="qty-str",
         ),
         pytest.param(
             json.dumps({"lines": [{"sku": "MUG-BLUE", "quantity": 1, "price": 0}]}).encode(),
             422,
             id="unknown-line-field",
         ),
+        pytest.param(json.dumps({**ORDER, "customer_id": "bob"}).encode(), 422, id="unknown-field"),
         pytest.param(
-            json.dumps({**ORDER, "customer_id": "bob"}).encode(), 422, id="unknown-field"
-        ),
-        pytest.param(
-            json.dumps({"lines": [{"sku": "A", "quantity": 1}, {"sku": "A", "quantity": 2}]}).encode(),
+            json.dumps(
+                {"lines": [{"sku": "A", "quantity": 1}, {"sku": "A", "quantity": 2}]}
+            ).encode(),
             422,
             id="duplicate-sku",
         ),

@@ -41,9 +41,7 @@ async def env(order_db):
         consumer_max_attempts=2,
         consumer_retry_backoff_seconds=0.01,
     )
-    await ensure_topics(
-        KAFKA, [settings.topic("orders"), settings.dead_letter_topic], partitions=1
-    )
+    await ensure_topics(KAFKA, [settings.topic("orders"), settings.dead_letter_topic], partitions=1)
     engine = create_engine(settings)
     producer = create_producer(settings)
     await producer.start()
@@ -74,10 +72,10 @@ def _consumer(settings, sessions, producer, handler):
     )
 
 
-async def _run_until(consumer, condition, timeout=30):
+async def _run_until(consumer, condition, within=30):
     task = asyncio.create_task(consumer.run())
     try:
-        await eventually(condition, timeout=timeout)
+        await eventually(condition, within=within)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

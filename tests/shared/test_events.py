@@ -2,7 +2,13 @@ import uuid
 
 import pytest
 
-from mercato_shared.events import Envelope, OrderCreated, OrderLine, UnknownEventError, parse_payload
+from mercato_shared.events import (
+    Envelope,
+    OrderCreated,
+    OrderLine,
+    UnknownEventError,
+    parse_payload,
+)
 
 
 def test_envelope_round_trip_and_payload_parse():

@@ -82,12 +82,16 @@ async def test_relay_publishes_in_write_order_per_order_and_deletes_rows(env):
 async def test_event_of_a_rolled_back_transaction_is_never_written(env):
     settings, _, sessions = env
     payload = OrderCreated(customer_id="c", lines=[])
-    with pytest.raises(RuntimeError):
+
+    async def write_then_fail():
         async with transaction(sessions) as session:
             await add_event(
                 session, outbox, payload, order_id=uuid.uuid4(), topic=settings.topic("orders")
             )
             raise RuntimeError("state change failed")
+
+    with pytest.raises(RuntimeError, match="state change failed"):
+        await write_then_fail()
     assert await _outbox_size(sessions) == 0
 
 
@@ -101,7 +105,7 @@ async def test_two_relays_deliver_every_row_once_and_in_order(env):
         for i in range(60):
             order_id = orders[i % 5]
             written[str(order_id)].append(await _write(sessions, settings, order_id))
-        await eventually(lambda: _is_empty(sessions), timeout=30)
+        await eventually(lambda: _is_empty(sessions), within=30)
     finally:
         for task in tasks:
             task.cancel()
@@ -122,10 +126,10 @@ async def test_relay_is_woken_by_notify_not_by_its_poll(env):
     task = asyncio.create_task(relay.run())
     try:
         # Let the relay finish its first (empty) pass and go to sleep on its long poll.
-        await eventually(lambda: _listening(relay), timeout=10)
+        await eventually(lambda: _listening(relay), within=10)
         await asyncio.sleep(0.2)
         await _write(sessions, settings, uuid.uuid4())
-        await eventually(lambda: _published(relay), timeout=10)
+        await eventually(lambda: _published(relay), within=10)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

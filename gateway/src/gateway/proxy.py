@@ -42,17 +42,27 @@ GATEWAY_OWNED = frozenset(
 REQUEST_ID = "x-request-id"
 
 
+def _connection_options(raw_headers: list[tuple[bytes, bytes]]) -> frozenset[str]:
+    """Header names a Connection header marks as hop-by-hop (RFC 9110 section 7.6.1)."""
+    return frozenset(
+        token.strip().lower()
+        for name, value in raw_headers
+        if name.lower() == b"connection"
+        for token in value.decode("latin-1").split(",")
+    )
+
+
 def _request_headers(scope: Scope, request_id: str, identity: str) -> list[tuple[str, str]]:
     headers: list[tuple[str, str]] = []
     host = ""
+    dropped = HOP_BY_HOP | GATEWAY_OWNED | _connection_options(scope["headers"]) | {REQUEST_ID}
     for raw_name, raw_value in scope["headers"]:
         name = raw_name.decode("latin-1").lower()
         value = raw_value.decode("latin-1")
         if name == "host":
             host = value
-        if name in HOP_BY_HOP or name in GATEWAY_OWNED or name == REQUEST_ID:
-            continue
-        headers.append((name, value))
+        if name not in dropped:
+            headers.append((name, value))
     client = scope.get("client")
     headers += [
         (REQUEST_ID, request_id),
@@ -111,10 +121,11 @@ class Forwarder:
                 timeout=aiohttp.ClientTimeout(total=route.timeout_seconds),
                 allow_redirects=False,
             ) as upstream:
+                dropped = HOP_BY_HOP | _connection_options(list(upstream.raw_headers))
                 response_headers = [
                     (name.lower(), value)
                     for name, value in upstream.raw_headers
-                    if name.lower().decode("latin-1") not in HOP_BY_HOP
+                    if name.lower().decode("latin-1") not in dropped
                 ]
                 response_headers.append((REQUEST_ID.encode(), request_id.encode()))
                 await send(

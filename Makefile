@@ -1,0 +1,58 @@
+# Mercato's developer commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv from PATH, else from the Python that pip installed it into.
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+STACK := deploy/local/stack.sh
+SERVICES := deploy/local/services.sh
+PY_SOURCES := shared/src gateway/src order-service/src inventory-service/src \
+	payment-service/src notification-service/src tests
+
+.PHONY: help install dev up down status stack-up stack-down test lint format clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+install: ## Install Python and its dependencies (uv, then the locked workspace)
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+		|| python3 -m pip install --quiet 'uv>=0.5'
+	$(UV) sync --locked
+
+dev: install ## Run everything in the foreground on loopback; Ctrl-C stops it all
+	bash $(SERVICES) run
+
+up: install ## Run everything in the background
+	bash $(SERVICES) start
+
+down: ## Stop everything that `make up` or `make dev` started
+	bash $(SERVICES) stop
+
+status: ## Show which processes and servers run
+	@bash $(SERVICES) status
+
+stack-up: ## Start only Postgres, Redis and Kafka
+	bash $(STACK) start
+
+stack-down: ## Stop Postgres, Redis and Kafka
+	bash $(STACK) stop
+
+test: install ## Run the whole test suite (starts the servers it needs)
+	bash $(STACK) start
+	$(UV) run --locked pytest
+
+lint: install ## ruff, mypy, import-linter, shellcheck
+	$(UV) run --locked ruff check .
+	$(UV) run --locked ruff format --check .
+	$(UV) run --locked mypy $(PY_SOURCES)
+	$(UV) run --locked lint-imports
+	@if command -v shellcheck >/dev/null; then (cd deploy/local && shellcheck -x *.sh) && shellcheck .ci/run; \
+		else echo "shellcheck not installed: shell scripts not checked"; fi
+
+format: install ## Format and autofix the Python code
+	$(UV) run --locked ruff format .
+	$(UV) run --locked ruff check --fix .
+
+clean: ## Remove caches and the virtualenv (the stack's data stays; see deploy/local/README.md)
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Mercato's own processes on loopback: the gateway and every service's api and worker.
+# Runs the same console scripts a container runs; the servers come from stack.sh.
+set -euo pipefail
+
+STACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(cd "$STACK_DIR/../.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=./lib.sh
+source "$STACK_DIR/lib.sh"
+
+VENV_BIN="${MERCATO_VENV_BIN:-$REPO_DIR/.venv/bin}"
+KEY_DIR="$MERCATO_STATE_DIR/keys"
+SERVICES=(order inventory payment notification)
+# process name -> health port (DESIGN.md's table)
+declare -A PORTS=(
+    [gateway]=8080
+    [order-api]=8001 [inventory-api]=8002 [payment-api]=8003 [notification-api]=8004
+    [order-worker]=9101 [inventory-worker]=9102 [payment-worker]=9103 [notification-worker]=9104
+)
+PROCESSES=(
+    order-api inventory-api payment-api notification-api
+    order-worker inventory-worker payment-worker notification-worker
+    gateway
+)
+
+usage() {
+    cat >&2 <<USAGE
+usage: $(basename "$0") {run|start|stop|status}
+
+  run     start everything (servers, migrations, demo catalogue, processes) and
+          stay in the foreground following the logs; Ctrl-C stops it all
+  start   the same, in the background
+  stop    stop the processes, then the servers
+  status  one line per process and server
+Logs: $LOG_DIR
+USAGE
+    exit 2
+}
+
+# The identity key pair: the gateway signs with the private key, services verify.
+ensure_keys() {
+    [[ -s $KEY_DIR/identity.pem && -s $KEY_DIR/identity.pub.pem ]] && return 0
+    command -v openssl >/dev/null 2>&1 || apt_install openssl
+    mkdir -p "$KEY_DIR"
+    chmod 0700 "$KEY_DIR"
+    openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null |
+        openssl pkcs8 -topk8 -nocrypt -out "$KEY_DIR/identity.pem"
+    openssl ec -in "$KEY_DIR/identity.pem" -pubout -out "$KEY_DIR/identity.pub.pem" 2>/dev/null
+    info "generated a development identity key pair in $KEY_DIR"
+}
+
+export_env() {
+    local svc upper
+    for svc in "${SERVICES[@]}"; do
+        upper=${svc^^}
+        local var="${upper}_DATABASE_URL"
+        export "$var=${!var:-postgresql+asyncpg://mercato:mercato@127.0.0.1:$MERCATO_PG_PORT/$svc}"
+        var="${upper}_KAFKA_BOOTSTRAP_SERVERS"
+        export "$var=${!var:-127.0.0.1:$MERCATO_KAFKA_PORT}"
+        var="${upper}_IDENTITY_PUBLIC_KEY_FILE"
+        export "$var=${!var:-$KEY_DIR/identity.pub.pem}"
+    done
+    export GATEWAY_IDENTITY_PRIVATE_KEY_FILE="${GATEWAY_IDENTITY_PRIVATE_KEY_FILE:-$KEY_DIR/identity.pem}"
+}
+
+migrate() {
+    local svc args
+    for svc in "${SERVICES[@]}"; do
+        args=()
+        [[ $svc == inventory ]] && args=(--seed-demo)
+        "$VENV_BIN/$svc-migrate" "${args[@]}" >>"$LOG_DIR/$svc-migrate.log" 2>&1 ||
+            die_with_log "$LOG_DIR/$svc-migrate.log" "$svc-migrate failed"
+    done
+    info "databases migrated; demo catalogue seeded"
+}
+
+process_pid() { read_pidfile "$RUN_DIR/$1.pid"; }
+
+process_running() { pid_alive "$(process_pid "$1")"; }
+
+http_ok() {
+    "$VENV_BIN/python" - "$1" <<'PY' 2>/dev/null
+import sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=2) as response:
+    sys.exit(0 if response.status == 200 else 1)
+PY
+}
+
+start_process() {
+    local name=$1 port=${PORTS[$1]}
+    if process_running "$name"; then
+        return 0
+    fi
+    port_listening "$port" && die_port_taken "$name" "$port" "the ${name%%-*} settings"
+    [[ -x $VENV_BIN/$name ]] || die "$VENV_BIN/$name not found: run 'make install' first"
+    # setsid: a Ctrl-C in the terminal reaches this script, which stops the
+    # processes in order, rather than hitting them all at once.
+    setsid "$VENV_BIN/$name" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+    echo $! >"$RUN_DIR/$name.pid"
+}
+
+await_ready() {
+    local name=$1 url="http://127.0.0.1:${PORTS[$1]}/readyz"
+    # shellcheck disable=SC2317 # called indirectly by wait_until
+    ready() { http_ok "$url"; }
+    # shellcheck disable=SC2317
+    alive() { process_running "$name"; }
+    wait_until "$MERCATO_START_TIMEOUT" "$LOG_DIR/$name.log" "$name" ready alive
+}
+
+cmd_start() {
+    ensure_state_dirs
+    bash "$STACK_DIR/stack.sh" start
+    ensure_keys
+    export_env
+    migrate
+    local name
+    for name in "${PROCESSES[@]}"; do start_process "$name"; done
+    for name in "${PROCESSES[@]}"; do await_ready "$name"; done
+    cat <<URLS
+
+Mercato is running on loopback:
+  gateway           http://127.0.0.1:8080   (try: curl http://127.0.0.1:8080/api/v1/products)
+  service APIs      http://127.0.0.1:8001-8004/docs   (they require the gateway's identity header)
+  worker health     http://127.0.0.1:9101-9104/readyz
+  Postgres 127.0.0.1:$MERCATO_PG_PORT  Redis 127.0.0.1:$MERCATO_REDIS_PORT  Kafka 127.0.0.1:$MERCATO_KAFKA_PORT
+  logs              $LOG_DIR
+URLS
+}
+
+stop_process() {
+    local name=$1 pid
+    pid=$(process_pid "$name")
+    if pid_alive "$pid"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        wait_pid_exit "$pid" 20 || { warn "$name did not stop in 20s; killing it"; kill -KILL "$pid" 2>/dev/null || true; }
+    fi
+    rm -f "$RUN_DIR/$name.pid"
+}
+
+cmd_stop() {
+    local i
+    # Reverse order: the gateway first, so no request reaches a stopping service.
+    for ((i = ${#PROCESSES[@]} - 1; i >= 0; i--)); do stop_process "${PROCESSES[i]}"; done
+    bash "$STACK_DIR/stack.sh" stop
+}
+
+cmd_status() {
+    local name pid rc=0
+    for name in "${PROCESSES[@]}"; do
+        pid=$(process_pid "$name")
+        if pid_alive "$pid"; then
+            status_line "$name" running "$pid" "${PORTS[$name]}"
+        else
+            status_line "$name" stopped - "${PORTS[$name]}"
+            rc=1
+        fi
+    done
+    bash "$STACK_DIR/stack.sh" status || rc=1
+    return "$rc"
+}
+
+cmd_run() {
+    trap 'echo; info "stopping..."; kill %1 2>/dev/null; cmd_stop; exit 0' INT TERM
+    cmd_start
+    info "following the logs; Ctrl-C stops everything"
+    local logs=()
+    for name in "${PROCESSES[@]}"; do logs+=("$LOG_DIR/$name.log"); done
+    tail -n 0 -F "${logs[@]}" &
+    wait
+}
+
+[[ $# -eq 1 ]] || usage
+case $1 in
+run) cmd_run ;;
+start) cmd_start ;;
+stop) cmd_stop ;;
+status) cmd_status ;;
+*) usage ;;
+esac
