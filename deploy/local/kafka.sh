@@ -199,7 +199,7 @@ kafka_launch() {
     # goes to the same log.
     setsid "$java" "${heap[@]}" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
         -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
-        -Djava.awt.headless=true \
+        -Djava.awt.headless=true -Djava.net.preferIPv4Stack=true \
         -Dlog4j.configuration="file:$KAFKA_CONF_DIR/log4j.properties" \
         -Dkafka.logs.dir="$LOG_DIR" \
         -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_CONF_DIR/server.properties" \
@@ -238,6 +238,16 @@ kafka_ensure_topics() {
                 die_with_log "$KAFKA_LOG" "creating kafka topic $name failed"
         fi
     done
+    # The first group lookup creates __consumer_offsets (50 partitions), and
+    # until it exists consumers get GroupCoordinatorNotAvailable. Trigger it
+    # here, once, so the first test's consumer does not pay for it.
+    # Best effort: looking up a group that does not exist "fails".
+    if ! grep -qxF __consumer_offsets <<<"$KAFKA_TOPIC_LIST"; then
+        info "creating kafka's __consumer_offsets topic"
+        kafka_tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
+            --bootstrap-server "$KAFKA_BOOTSTRAP" --timeout 20000 \
+            --describe --group mercato-stack-warmup >/dev/null 2>&1 || true
+    fi
 }
 
 kafka_stop() {

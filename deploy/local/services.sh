@@ -150,9 +150,9 @@ cmd_status() {
     for name in "${PROCESSES[@]}"; do
         pid=$(process_pid "$name")
         if pid_alive "$pid"; then
-            status_line "$name" running "$pid" "${PORTS[$name]}"
+            printf "%-20s running  pid=%-8s port=%s\n" "$name" "$pid" "${PORTS[$name]}"
         else
-            status_line "$name" stopped - "${PORTS[$name]}"
+            printf "%-20s stopped  pid=%-8s port=%s\n" "$name" - "${PORTS[$name]}"
             rc=1
         fi
     done

@@ -147,3 +147,27 @@ async def test_unreachable_upstream_is_502_and_slow_one_504(client):
 
 async def test_own_health_endpoint(client):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+
+def test_production_refuses_the_development_identity(keys):
+    with pytest.raises(ValueError, match="DEV_IDENTITY"):
+        GatewaySettings(environment="prod", identity_private_key_file=keys[0])
+    settings = GatewaySettings(
+        environment="prod", identity_private_key_file=keys[0], dev_identity_subject=""
+    )
+    assert settings.dev_identity_subject == ""
+
+
+async def test_without_a_development_identity_callers_are_anonymous(keys, upstreams):
+    settings = GatewaySettings(
+        identity_private_key_file=keys[0],
+        dev_identity_subject="",
+        routes=[RouteConfig(prefix="/api/v1/products", upstreams=[upstreams[0].url])],
+    )
+    async with client_for(create_app(settings)) as client:
+        echoed = (await client.get("/api/v1/products")).json()
+    identity = IdentityVerifier.from_file(keys[1], issuer="mercato-gateway").verify(
+        echoed["headers"]["x-mercato-identity"]
+    )
+    assert identity.subject == "anonymous"
+    assert identity.roles == frozenset()

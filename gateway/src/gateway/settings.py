@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import BaseModel, Field, HttpUrl, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mercato_shared.settings import DEV_STATE_DIR, Environment
@@ -48,3 +48,11 @@ class GatewaySettings(BaseSettings):
     # user; empty means anonymous (no roles).
     dev_identity_subject: str = "dev-customer"
     dev_identity_roles: list[str] = Field(default_factory=lambda: ["customer"])
+
+    @model_validator(mode="after")
+    def _dev_identity_only_in_dev(self) -> GatewaySettings:
+        if self.environment is Environment.PROD and self.dev_identity_subject:
+            raise ValueError(
+                "GATEWAY_DEV_IDENTITY_SUBJECT acts for every caller; set it empty in production"
+            )
+        return self
