@@ -146,3 +146,20 @@ async def test_offsets_are_committed_after_processing(env):
 
     await _run_until(consumer, committed)
     assert len(handler.seen) == 3
+
+
+async def test_consumer_waits_out_an_unreachable_broker(env, caplog):
+    settings, sessions, producer = env
+    offline = settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
+    consumer = _consumer(offline, sessions, producer, Recorder())
+    task = asyncio.create_task(consumer.run())
+
+    async def retried_twice():
+        return sum("Kafka unreachable" in r.getMessage() for r in caplog.records) >= 2
+
+    try:
+        await eventually(retried_twice, within=30)
+        assert not task.done()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

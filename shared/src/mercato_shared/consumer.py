@@ -78,17 +78,31 @@ class EventConsumer:
     def assignment(self) -> set[TopicPartition]:
         return set() if self._consumer is None else set(self._consumer.assignment())
 
+    async def _start(self) -> AIOKafkaConsumer:
+        """Join the group, waiting out a broker that is not reachable yet."""
+        attempt = 0
+        while True:
+            attempt += 1
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._settings.kafka_bootstrap_servers,
+                group_id=self._settings.consumer_group,
+                client_id=f"{self._settings.service_name}-worker",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+            consumer.subscribe(self._topics, listener=_CommitOnRevoke(self))
+            try:
+                await consumer.start()
+            except KafkaError as exc:
+                await consumer.stop()
+                log.warning("Kafka unreachable, retrying: %s", exc)
+                await asyncio.sleep(backoff_delay(attempt, base=0.5, cap=10.0))
+                continue
+            return consumer
+
     async def run(self) -> None:
         """Consume until cancelled."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
-            group_id=self._settings.consumer_group,
-            client_id=f"{self._settings.service_name}-worker",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        consumer.subscribe(self._topics, listener=_CommitOnRevoke(self))
-        await consumer.start()
+        consumer = await self._start()
         self._consumer = consumer
         try:
             while True:

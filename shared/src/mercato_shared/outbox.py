@@ -13,6 +13,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from mercato_shared.events import Envelope, Payload
@@ -77,7 +78,7 @@ class OutboxRelay:
                 try:
                     while await self.relay_once() == self._batch_size:
                         pass
-                except (KafkaError, OSError, asyncpg.PostgresError) as exc:
+                except (KafkaError, OSError, DBAPIError, asyncpg.PostgresError) as exc:
                     log.warning("outbox relay failed, will retry: %s", exc)
                     await self._reset_producer()
                 except Exception:
