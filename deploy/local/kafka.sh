@@ -194,6 +194,7 @@ kafka_launch() {
     java=$(kafka_java) || die "java not found (run: stack.sh install)"
     read -r -a heap <<<"$MERCATO_KAFKA_HEAP"
     info "starting kafka $KAFKA_VERSION on $KAFKA_BOOTSTRAP (log: $KAFKA_LOG)"
+    log_marker "$KAFKA_LOG" "starting kafka"
     # setsid: a Ctrl-C or a test runner killing our process group must not
     # take the broker down with it. Output before log4j is up (JVM errors)
     # goes to the same log.

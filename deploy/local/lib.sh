@@ -48,6 +48,10 @@ die_with_log() {
 # status_line NAME STATE PID PORT
 status_line() { printf '%-9s %-8s pid=%-8s port=%s\n' "$@"; }
 
+# log_marker LOGFILE TEXT: separates runs in an append-only server log, so
+# the tail shown on failure is recognisably from this attempt.
+log_marker() { printf '\n==== %s: %s ====\n' "$(date -Is)" "$2" >>"$1"; }
+
 # ---------------------------------------------------------------------------
 # Privileges
 # ---------------------------------------------------------------------------

@@ -160,6 +160,7 @@ postgres_start() {
         touch "$PG_LOG"
         chown "$(pg_user):" "$PG_LOG"
         info "starting postgres on $BIND_ADDR:$MERCATO_PG_PORT (log: $PG_LOG)"
+        log_marker "$PG_LOG" "starting postgres"
         as_pg "$bindir/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$MERCATO_START_TIMEOUT" start >/dev/null 9>&- ||
             die_with_log "$PG_LOG" "postgres failed to start"
         pid=$(postgres_pid)

@@ -96,6 +96,7 @@ redis_start() {
         redis_write_config
         rm -f "$REDIS_PIDFILE"
         info "starting redis on $BIND_ADDR:$MERCATO_REDIS_PORT (log: $REDIS_LOG)"
+        log_marker "$REDIS_LOG" "starting redis"
         REDIS_LAUNCHED_AT=$SECONDS
         redis-server "$REDIS_CONF" >>"$REDIS_LOG" 2>&1 9>&- ||
             die_with_log "$REDIS_LOG" "redis-server failed to start"

@@ -161,7 +161,9 @@ cmd_status() {
 }
 
 cmd_run() {
-    trap 'echo; info "stopping..."; kill %1 2>/dev/null; cmd_stop; exit 0' INT TERM
+    # Once stopping, finish it: a second Ctrl-C or the terminal closing must not leave
+    # half of the system running.
+    trap 'trap "" INT TERM HUP; echo; info "stopping..."; kill %1 2>/dev/null; cmd_stop; exit 0' INT TERM HUP
     cmd_start
     info "following the logs; Ctrl-C stops everything"
     local logs=()

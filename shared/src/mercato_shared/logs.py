@@ -13,7 +13,8 @@ from typing import Any
 _TOKEN = re.compile(r"(?i)\bbearer\s+[\w\-.~+/]+=*|\beyJ[\w-]*\.[\w-]*\.[\w-]*")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _STANDARD_ATTRS = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "color_message"}
 )
 
 
