@@ -7,7 +7,13 @@ from order_service.settings import OrderSettings
 from payment_service.settings import PaymentSettings
 from tests.infra import REPO
 
-SETTINGS = (GatewaySettings, OrderSettings, InventorySettings, PaymentSettings, NotificationSettings)
+SETTINGS = (
+    GatewaySettings,
+    OrderSettings,
+    InventorySettings,
+    PaymentSettings,
+    NotificationSettings,
+)
 
 
 def test_env_example_matches_the_settings_classes():
