@@ -9,7 +9,7 @@ SERVICES := deploy/local/services.sh
 PY_SOURCES := shared/src gateway/src order-service/src inventory-service/src \
 	payment-service/src notification-service/src tests
 
-.PHONY: help install dev up down status stack-up stack-down test lint format clean
+.PHONY: help install dev up down status stack-up stack-down test lint lint-types format clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ lint: install ## ruff, mypy, import-linter, shellcheck
 	$(UV) run --locked lint-imports
 	@if command -v shellcheck >/dev/null; then (cd deploy/local && shellcheck -x *.sh) && shellcheck .ci/run; \
 		else echo "shellcheck not installed: shell scripts not checked"; fi
+
+lint-types: ## mypy alone (strict)
+	$(UV) run --locked mypy $(PY_SOURCES)
 
 format: install ## Format and autofix the Python code
 	$(UV) run --locked ruff format .
