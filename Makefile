@@ -6,10 +6,10 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 STACK := deploy/local/stack.sh
 SERVICES := deploy/local/services.sh
-PY_SOURCES := shared/src gateway/src order-service/src inventory-service/src \
+PY_SOURCES := shared/src gateway/src order-service/src inventory-service/src ops/src deploy \
 	payment-service/src notification-service/src tests
 
-.PHONY: help install dev up down status stack-up stack-down test lint lint-types format clean
+.PHONY: help install dev up down status token stack-up stack-down test lint lint-types format env-example clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ down: ## Stop everything that `make up` or `make dev` started
 
 status: ## Show which processes and servers run
 	@bash $(SERVICES) status
+
+token: ## Print a dev bearer token: make token SUB=alice ROLES=customer[,admin]
+	@$(UV) run --locked mercato token --sub "$(or $(SUB),dev-customer)" --roles "$(or $(ROLES),customer)"
 
 stack-up: ## Start only Postgres, Redis and Kafka
 	bash $(STACK) start
@@ -55,6 +58,9 @@ lint-types: ## mypy alone (strict)
 format: install ## Format and autofix the Python code
 	$(UV) run --locked ruff format .
 	$(UV) run --locked ruff check --fix .
+
+env-example: ## Regenerate .env.example from the settings classes
+	$(UV) run --locked python deploy/env_example.py > .env.example
 
 clean: ## Remove caches and the virtualenv (the stack's data stays; see deploy/local/README.md)
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -85,3 +86,26 @@ inventory_db = pytest.fixture(database_fixture("inventory_service"), name="inven
 payment_db = pytest.fixture(database_fixture("payment_service"), name="payment_db")
 notification_db = pytest.fixture(database_fixture("notification_service"), name="notification_db")
 empty_db = pytest.fixture(database_fixture(None), name="empty_db")
+
+
+@pytest.fixture(scope="session")
+def dev_secret(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The development token issuer's HS256 secret, as the native stack generates it."""
+    path = tmp_path_factory.mktemp("secrets") / "dev-token-secret"
+    path.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
+    return path
+
+
+@pytest.fixture(scope="session")
+def dev_token(dev_secret: Path) -> Callable[..., str]:
+    """Bearer tokens from the development issuer, as `mercato token` prints them."""
+    from mercato_ops.token import make_token
+
+    def token(subject: str = "alice", *roles: Role) -> str:
+        return make_token(
+            subject=subject,
+            roles=[Role(role) for role in roles or (Role.CUSTOMER,)],
+            secret_file=dev_secret,
+        )
+
+    return token

@@ -27,4 +27,4 @@ def test_env_example_matches_the_settings_classes():
         for cls in SETTINGS
         for name in cls.model_fields
     }
-    assert documented == expected
+    assert documented == expected, "run `make env-example`"

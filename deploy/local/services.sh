@@ -37,12 +37,17 @@ USAGE
     exit 2
 }
 
-# The identity key pair: the gateway signs with the private key, services verify.
+# The identity key pair (the gateway signs with the private key, services verify) and the
+# secret of the development token issuer (`make token`).
 ensure_keys() {
-    [[ -s $KEY_DIR/identity.pem && -s $KEY_DIR/identity.pub.pem ]] && return 0
     command -v openssl >/dev/null 2>&1 || apt_install openssl
     mkdir -p "$KEY_DIR"
     chmod 0700 "$KEY_DIR"
+    if [[ ! -s $KEY_DIR/dev-token-secret ]]; then
+        (umask 077 && openssl rand -hex 32 >"$KEY_DIR/dev-token-secret")
+        info "generated the development token secret in $KEY_DIR"
+    fi
+    [[ -s $KEY_DIR/identity.pem && -s $KEY_DIR/identity.pub.pem ]] && return 0
     openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null |
         openssl pkcs8 -topk8 -nocrypt -out "$KEY_DIR/identity.pem"
     openssl ec -in "$KEY_DIR/identity.pem" -pubout -out "$KEY_DIR/identity.pub.pem" 2>/dev/null

@@ -1,5 +1,6 @@
 """The first vertical slice through real processes: gateway → order → Kafka → inventory."""
 
+import json
 import signal
 import uuid
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-async def system(order_db, inventory_db, kafka_prefix, keys, tmp_path):
+async def system(order_db, inventory_db, kafka_prefix, keys, dev_secret, tmp_path):
     ports = {name: free_port() for name in ("gateway", "order", "inventory", "ow", "iw")}
     common = {
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
@@ -40,6 +41,17 @@ async def system(order_db, inventory_db, kafka_prefix, keys, tmp_path):
     gateway_env = {
         "GATEWAY_PORT": str(ports["gateway"]),
         "GATEWAY_IDENTITY_PRIVATE_KEY_FILE": str(keys[0]),
+        "GATEWAY_REDIS_KEY_PREFIX": f"{kafka_prefix}rl:",
+        "GATEWAY_AUTH_ISSUERS": json.dumps(
+            [
+                {
+                    "issuer": "mercato-dev",
+                    "audiences": ["mercato"],
+                    "algorithms": ["HS256"],
+                    "hs256_secret_file": str(dev_secret),
+                }
+            ]
+        ),
         "GATEWAY_ROUTES": (
             f'[{{"prefix": "/api/v1/orders", "upstreams": ["http://127.0.0.1:{ports["order"]}"]}},'
             f'{{"prefix": "/api/v1/products", '
@@ -62,17 +74,18 @@ async def system(order_db, inventory_db, kafka_prefix, keys, tmp_path):
             process.start()
         for process in processes:
             await process.wait_ready()
-        yield f"http://127.0.0.1:{ports['gateway']}", inventory_db, processes
+        yield f"http://127.0.0.1:{ports['gateway']}", inventory_db, ports
     finally:
         codes = {process.script: process.stop() for process in processes}
     # uvicorn re-raises SIGTERM after its graceful shutdown, so -SIGTERM is a clean exit too.
     assert all(code in (0, -signal.SIGTERM) for code in codes.values()), codes
 
 
-async def test_order_flows_from_gateway_through_kafka_to_inventory(system):
-    gateway, inventory_db, _ = system
-    async with httpx.AsyncClient(base_url=gateway, timeout=10) as client:
-        products = await client.get("/api/v1/products")
+async def test_order_flows_from_gateway_through_kafka_to_inventory(system, dev_token):
+    gateway, inventory_db, ports = system
+    alice = {"Authorization": f"Bearer {dev_token('alice')}"}
+    async with httpx.AsyncClient(base_url=gateway, timeout=10, headers=alice) as client:
+        products = await client.get("/api/v1/products", headers={"Authorization": ""})
         assert products.status_code == 200, products.text
         assert "MUG-BLUE" in [product["sku"] for product in products.json()["items"]]
 
@@ -85,11 +98,32 @@ async def test_order_flows_from_gateway_through_kafka_to_inventory(system):
         )
         assert created.status_code == 201, created.text
         order = created.json()
-        assert order["customer_id"] == "dev-customer"
+        assert order["customer_id"] == "alice"
 
         read = await client.get(f"/api/v1/orders/{order['id']}")
         assert read.status_code == 200
         assert read.json()["status"] == "PENDING"
+
+        # Another customer cannot see it; nobody gets past the gateway without a token.
+        bob = {"Authorization": f"Bearer {dev_token('bob')}"}
+        assert (await client.get(f"/api/v1/orders/{order['id']}", headers=bob)).status_code == 404
+        anonymous = await client.post(
+            "/api/v1/orders",
+            json={"lines": [{"sku": "MUG-BLUE", "quantity": 1}]},
+            headers={"Authorization": ""},
+        )
+        assert anonymous.status_code == 401
+
+    # Calling the services directly, around the gateway, gets nowhere.
+    async with httpx.AsyncClient(timeout=10) as direct:
+        for port, path in (
+            (ports["order"], f"/api/v1/orders/{order['id']}"),
+            (ports["inventory"], "/api/v1/products"),
+        ):
+            forged = {"X-Mercato-Identity": "forged", **alice}
+            assert (
+                await direct.get(f"http://127.0.0.1:{port}{path}", headers=forged)
+            ).status_code == 401
 
     engine = create_engine(ServiceSettings(database_url=inventory_db))
     try:

@@ -1,72 +1,37 @@
 """The gateway's forwarding path against real upstream HTTP servers."""
 
-import asyncio
 import json
 
 import pytest
-from aiohttp import web
 
-from gateway.app import create_app
+from gateway.app import Gateway, create_app
 from gateway.settings import GatewaySettings, RouteConfig
-from mercato_shared.identity import IdentityVerifier
+from mercato_shared.identity import IdentityVerifier, Role
 from tests.apps import assert_problem, client_for
+from tests.gateway.support import EchoServer, settings_for
 from tests.infra import free_port
-
-
-class Upstream:
-    """A real HTTP server that echoes what it received."""
-
-    def __init__(self, name):
-        self.name = name
-        self.requests = []
-        self.port = free_port()
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        self.requests.append(request)
-        if request.path.endswith("/slow"):
-            await asyncio.sleep(2)
-        return web.json_response(
-            {
-                "upstream": self.name,
-                "method": request.method,
-                "path": request.path_qs,
-                "body": body.decode(),
-                "headers": {k.lower(): v for k, v in request.headers.items()},
-            },
-            headers={"Keep-Alive": "timeout=5", "X-Upstream": self.name},
-        )
-
-    async def __aenter__(self):
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.runner.cleanup()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
 
 
 @pytest.fixture
 async def upstreams():
-    async with Upstream("a") as a, Upstream("b") as b:
+    async with EchoServer("a") as a, EchoServer("b") as b:
         yield a, b
 
 
 @pytest.fixture
-def settings(keys, upstreams):
+def settings(keys, dev_secret, upstreams, stack):
     a, b = upstreams
-    return GatewaySettings(
-        identity_private_key_file=keys[0],
+    return settings_for(
+        keys=keys,
+        secret_file=dev_secret,
         max_body_bytes=1024,
         routes=[
-            RouteConfig(prefix="/api/v1/orders", upstreams=[a.url, b.url], timeout_seconds=0.5),
+            RouteConfig(
+                prefix="/api/v1/orders",
+                upstreams=[a.url, b.url],
+                timeout_seconds=0.5,
+                balancer="round_robin",
+            ),
             RouteConfig(prefix="/api/v1/products", upstreams=[a.url]),
             RouteConfig(prefix="/api/v1/payments", upstreams=[f"http://127.0.0.1:{free_port()}"]),
         ],
@@ -79,11 +44,17 @@ async def client(settings):
         yield client
 
 
-async def test_forwards_request_and_signs_identity(client, keys):
+@pytest.fixture
+def bearer(dev_token):
+    return {"Authorization": f"Bearer {dev_token('alice')}"}
+
+
+async def test_forwards_request_with_a_signed_identity_and_clean_headers(client, keys, bearer):
     response = await client.post(
         "/api/v1/orders/42?x=1",
         content=b'{"a": 1}',
         headers={
+            **bearer,
             "content-type": "application/json",
             "X-Mercato-Identity": "forged",
             "X-Forwarded-For": "6.6.6.6",
@@ -91,39 +62,48 @@ async def test_forwards_request_and_signs_identity(client, keys):
             "Proxy-Authorization": "Basic Zm9vOmJhcg==",
             "TE": "trailers",
             "X-Secret": "only-for-the-next-hop",
+            "Cookie": "session=abc",
             "X-Request-Id": "req-123",
         },
     )
-    assert response.status_code == 200
+    assert response.status_code == 200, response.text
     echoed = response.json()
     assert echoed["method"] == "POST"
     assert echoed["path"] == "/api/v1/orders/42?x=1"
     assert json.loads(echoed["body"]) == {"a": 1}
     headers = echoed["headers"]
-    assert "proxy-authorization" not in headers
-    assert "te" not in headers
-    assert "x-secret" not in headers
+    for name in ("proxy-authorization", "te", "x-secret", "authorization", "cookie"):
+        assert name not in headers
+    # The peer is not a trusted proxy, so its X-Forwarded-For is a claim, not a fact.
     assert headers["x-forwarded-for"] == "127.0.0.1"
     assert headers["x-request-id"] == "req-123"
     identity = IdentityVerifier.from_file(keys[1], issuer="mercato-gateway").verify(
         headers["x-mercato-identity"]
     )
-    assert identity.subject == "dev-customer"
+    assert identity.subject == "alice"
+    assert identity.roles == frozenset({Role.CUSTOMER})
     assert identity.request_id == "req-123"
-    # Upstream's hop-by-hop headers stay on its own connection.
     assert "keep-alive" not in response.headers
     assert response.headers["x-upstream"] in {"a", "b"}
     assert response.headers["x-request-id"] == "req-123"
 
 
-async def test_mints_a_request_id_when_none_is_given(client):
+async def test_public_route_is_forwarded_as_anonymous_with_a_fresh_request_id(client, keys):
     response = await client.get("/api/v1/products")
+    assert response.status_code == 200
     assert len(response.headers["x-request-id"]) == 32
-    assert response.json()["headers"]["x-request-id"] == response.headers["x-request-id"]
+    echoed = response.json()["headers"]
+    assert echoed["x-request-id"] == response.headers["x-request-id"]
+    identity = IdentityVerifier.from_file(keys[1], issuer="mercato-gateway").verify(
+        echoed["x-mercato-identity"]
+    )
+    assert (identity.subject, identity.roles) == ("anonymous", frozenset())
 
 
-async def test_round_robin_over_instances(client):
-    seen = [(await client.get("/api/v1/orders")).json()["upstream"] for _ in range(4)]
+async def test_round_robin_over_instances(client, bearer):
+    seen = [
+        (await client.get("/api/v1/orders", headers=bearer)).json()["upstream"] for _ in range(4)
+    ]
     assert seen == ["a", "b", "a", "b"]
 
 
@@ -133,41 +113,56 @@ async def test_prefix_matches_whole_segments_only(client, upstreams):
     assert all(not upstream.requests for upstream in upstreams)
 
 
-async def test_body_over_the_limit_is_refused_before_forwarding(client, upstreams):
-    response = await client.post("/api/v1/orders", content=b"x" * 1025)
-    assert_problem(response, 413)
+async def test_body_over_the_limit_is_refused(client, upstreams, bearer):
+    declared = await client.post("/api/v1/orders", content=b"x" * 1025, headers=bearer)
+    assert_problem(declared, 413)
+
+    async def chunks():
+        for _ in range(3):
+            yield b"x" * 512
+
+    streamed = await client.post("/api/v1/orders", content=chunks(), headers=bearer)
+    assert_problem(streamed, 413)
     assert all(not upstream.requests for upstream in upstreams)
-    assert (await client.post("/api/v1/orders", content=b"x" * 1024)).status_code == 200
+    ok = await client.post("/api/v1/orders", content=b"x" * 1024, headers=bearer)
+    assert ok.status_code == 200
 
 
-async def test_unreachable_upstream_is_502_and_slow_one_504(client):
-    assert_problem(await client.get("/api/v1/payments/1"), 502)
-    assert_problem(await client.get("/api/v1/orders/slow"), 504)
+async def test_unreachable_upstream_is_502_and_slow_one_504(client, upstreams, bearer):
+    assert_problem(await client.get("/api/v1/payments/1", headers=bearer), 502)
+    for upstream in upstreams:
+        upstream.delay = 2
+    assert_problem(await client.get("/api/v1/orders/slow", headers=bearer), 504)
 
 
-async def test_own_health_endpoint(client):
+async def test_own_health_and_metrics_endpoints(client):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/readyz")).status_code == 200
+    metrics = await client.get("/metrics/")
+    assert "gateway_ratelimit_decisions_total" in metrics.text
 
 
-def test_production_refuses_the_development_identity(keys):
-    with pytest.raises(ValueError, match="DEV_IDENTITY"):
+async def test_cors_preflight_and_headers_for_allowed_origins(settings):
+    cors = settings.model_copy(update={"cors_allow_origins": ["https://shop.example"]})
+    async with client_for(create_app(cors)) as client:
+        preflight = await client.options(
+            "/api/v1/orders",
+            headers={
+                "Origin": "https://shop.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "Authorization, Content-Type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
+        other = await client.get("/api/v1/products", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_production_refuses_the_development_issuer(keys):
+    with pytest.raises(ValueError, match="development only"):
         GatewaySettings(environment="prod", identity_private_key_file=keys[0])
-    settings = GatewaySettings(
-        environment="prod", identity_private_key_file=keys[0], dev_identity_subject=""
-    )
-    assert settings.dev_identity_subject == ""
 
 
-async def test_without_a_development_identity_callers_are_anonymous(keys, upstreams):
-    settings = GatewaySettings(
-        identity_private_key_file=keys[0],
-        dev_identity_subject="",
-        routes=[RouteConfig(prefix="/api/v1/products", upstreams=[upstreams[0].url])],
-    )
-    async with client_for(create_app(settings)) as client:
-        echoed = (await client.get("/api/v1/products")).json()
-    identity = IdentityVerifier.from_file(keys[1], issuer="mercato-gateway").verify(
-        echoed["headers"]["x-mercato-identity"]
-    )
-    assert identity.subject == "anonymous"
-    assert identity.roles == frozenset()
+def test_gateway_is_plain_asgi_without_cors(settings):
+    assert isinstance(create_app(settings), Gateway)

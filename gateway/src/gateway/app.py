@@ -1,77 +1,240 @@
-"""The gateway's ASGI application: forwarding for routed paths, FastAPI for its own endpoints."""
+"""The gateway's ASGI application: the request pipeline for routed paths, FastAPI for its own.
+
+Pipeline: route → refuse tokens in URLs → authenticate → authorize → rate limit → forward.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
+from urllib.parse import parse_qs
 
 import aiohttp
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_asgi_app
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
-from gateway.asgi import Receive, Scope, Send
-from gateway.proxy import Forwarder, request_id_of
-from gateway.routing import RouteTable
+from gateway.access import AccessPolicy, Verdict
+from gateway.asgi import Receive, Scope, Send, send_problem
+from gateway.auth import AuthenticationError, Authenticator, KeysUnavailableError
+from gateway.clientip import client_ip, parse_networks
+from gateway.proxy import Forwarder, header, request_id_of
+from gateway.ratelimit import RateLimiter, rate_limit_headers, redis_client
 from gateway.settings import GatewaySettings
+from gateway.upstreams import Upstream, UpstreamTable
 from mercato_shared.health import health_router
-from mercato_shared.identity import Role, issue_identity
+from mercato_shared.identity import Identity, issue_identity
 from mercato_shared.problems import install_problem_handlers
+from mercato_shared.resilience import BreakerState, RetryBudget
+
+log = logging.getLogger(__name__)
+
+# Names of query parameters through which clients sometimes send tokens; URLs end up in logs
+# and browser histories, so a token there is refused rather than ignored.
+TOKEN_PARAMETERS = frozenset({"access_token", "token", "id_token", "jwt"})
+ANONYMOUS = Identity(subject="anonymous", roles=frozenset())
 
 
 class Gateway:
     """Plain ASGI at the top: routed requests never pay for FastAPI's routing and validation."""
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(
+        self, settings: GatewaySettings, registry: CollectorRegistry | None = None
+    ) -> None:
         self.settings = settings
-        self.routes = RouteTable(settings.routes)
+        self.registry = registry or CollectorRegistry()
+        self.breaker_state = Gauge(
+            "gateway_upstream_breaker_open",
+            "1 while an upstream instance's breaker is open or half-open",
+            ["instance"],
+            registry=self.registry,
+        )
+        self.breaker_transitions = Counter(
+            "gateway_upstream_breaker_transitions",
+            "Breaker state changes per upstream instance",
+            ["instance", "to"],
+            registry=self.registry,
+        )
+        self.upstreams = UpstreamTable(
+            [
+                Upstream(
+                    config,
+                    retry_budget=RetryBudget(
+                        ratio=settings.retry_budget_ratio,
+                        min_per_second=settings.retry_budget_min_per_second,
+                    ),
+                    on_breaker_transition=self._on_breaker_transition,
+                )
+                for config in settings.routes
+            ]
+        )
+        self.access = AccessPolicy(settings.access)
+        self.policies = {policy.name: policy for policy in settings.rate_limits}
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
         self._private_key = b""
+        self._session: aiohttp.ClientSession | None = None
         self._forwarder: Forwarder | None = None
+        self._authenticator: Authenticator | None = None
+        self._limiter: RateLimiter | None = None
         self.admin = FastAPI(title="Mercato gateway", lifespan=self._lifespan)
         install_problem_handlers(self.admin)
+        # Ready without Redis too: rate limiting then falls back per process.
         self.admin.include_router(health_router({}))
+        self.admin.mount("/metrics", make_asgi_app(registry=self.registry))
+
+    def _on_breaker_transition(self, name: str, _: BreakerState, to: BreakerState) -> None:
+        log.warning("breaker of %s is now %s", name, to)
+        self.breaker_state.labels(name).set(0 if to is BreakerState.CLOSED else 1)
+        self.breaker_transitions.labels(name, str(to)).inc()
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        self._private_key = self.settings.identity_private_key_file.read_bytes()
+        settings = self.settings
+        self._private_key = settings.identity_private_key_file.read_bytes()
         connector = aiohttp.TCPConnector(
-            limit=self.settings.upstream_connections, keepalive_timeout=30, ttl_dns_cache=60
+            limit=settings.upstream_connections, keepalive_timeout=30, ttl_dns_cache=60
+        )
+        redis = redis_client(
+            settings.redis_url.get_secret_value(), timeout=settings.redis_timeout_seconds
         )
         async with aiohttp.ClientSession(
             connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
         ) as session:
-            self._forwarder = Forwarder(session, max_body_bytes=self.settings.max_body_bytes)
+            self._session = session
+            self._forwarder = Forwarder(session, max_body_bytes=settings.max_body_bytes)
+            self._authenticator = Authenticator(settings.auth_issuers, lambda: session)
+            self._limiter = RateLimiter(
+                redis,
+                on_redis_error=settings.rate_limit_on_redis_error,
+                key_prefix=settings.redis_key_prefix,
+                registry=self.registry,
+            )
+            checks = [
+                asyncio.create_task(upstream.run_health_checks(session))
+                for upstream in self.upstreams
+            ]
             try:
                 yield
             finally:
+                for task in checks:
+                    task.cancel()
+                await asyncio.gather(*checks, return_exceptions=True)
                 self._forwarder = None
+                await redis.aclose()
 
-    def _identity(self, request_id: str) -> str:
-        roles = {Role(role) for role in self.settings.dev_identity_roles}
-        subject = self.settings.dev_identity_subject or "anonymous"
-        return issue_identity(
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._forwarder is not None:
+            upstream = self.upstreams.match(scope["path"])
+            if upstream is not None:
+                await self._handle(scope, receive, send, upstream)
+                return
+        await self.admin(scope, receive, send)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, upstream: Upstream) -> None:
+        if (
+            scope.get("query_string")
+            and TOKEN_PARAMETERS & parse_qs(scope["query_string"].decode("latin-1")).keys()
+        ):
+            await send_problem(send, 401, "tokens are accepted in the Authorization header only")
+            return
+        identity = await self._authenticate(scope, send)
+        if identity is None:
+            return
+        method, path = scope["method"], scope["path"]
+        verdict = self.access.decide(method, path, None if identity is ANONYMOUS else identity)
+        if verdict != Verdict.ALLOW:
+            status = 401 if verdict == Verdict.UNAUTHENTICATED else 403
+            detail = (
+                "a bearer token is required" if status == 401 else "your roles do not allow this"
+            )
+            extra = [(b"www-authenticate", b"Bearer")] if status == 401 else None
+            await send_problem(send, status, detail, headers=extra)
+            return
+        ip = client_ip(
+            scope["client"][0] if scope.get("client") else None,
+            [
+                value.decode("latin-1")
+                for name, value in scope["headers"]
+                if name == b"x-forwarded-for"
+            ],
+            self.trusted_proxies,
+        )
+        authenticated = identity is not ANONYMOUS
+        policy_name = upstream.config.rate_limit or ("user" if authenticated else "anonymous")
+        policy = self.policies[policy_name]
+        assert self._limiter is not None  # noqa: S101 - set in lifespan with the forwarder
+        decision = await self._limiter.check(
+            policy, f"user:{identity.subject}" if authenticated else f"ip:{ip}"
+        )
+        limit_headers = rate_limit_headers(decision)
+        if not decision.allowed:
+            await send_problem(
+                send, 429, "rate limit exceeded", slug="rate-limited", headers=limit_headers
+            )
+            return
+        request_id = request_id_of(scope)
+        token = issue_identity(
             self._private_key,
-            subject=subject,
-            roles=roles if self.settings.dev_identity_subject else set(),
+            subject=identity.subject,
+            roles=identity.roles,
             issuer=self.settings.identity_issuer,
             request_id=request_id,
             ttl_seconds=self.settings.identity_ttl_seconds,
         )
+        assert self._forwarder is not None  # noqa: S101
+        await self._forwarder.forward(
+            scope,
+            receive,
+            send,
+            upstream=upstream,
+            identity=token,
+            request_id=request_id,
+            client_ip=ip,
+            response_headers=[*limit_headers, (b"x-request-id", request_id.encode())],
+        )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            route = self.routes.match(scope["path"])
-            if route is not None and self._forwarder is not None:
-                request_id = request_id_of(scope)
-                await self._forwarder.forward(
-                    scope,
-                    receive,
-                    send,
-                    route=route,
-                    identity=self._identity(request_id),
-                    request_id=request_id,
-                )
-                return
-        await self.admin(scope, receive, send)
+    async def _authenticate(self, scope: Scope, send: Send) -> Identity | None:
+        """The caller's identity, ANONYMOUS without a token, or None once a 401/503 is sent."""
+        authorization = header(scope, b"authorization")
+        if authorization is None or not authorization.strip():
+            return ANONYMOUS
+        scheme, _, token = authorization.decode("latin-1").partition(" ")
+        assert self._authenticator is not None  # noqa: S101
+        try:
+            if scheme.lower() != "bearer" or not token.strip():
+                raise AuthenticationError("expected 'Authorization: Bearer <token>'")
+            return await self._authenticator.authenticate(token.strip())
+        except AuthenticationError as exc:
+            # A bad token is refused even on public routes: silently downgrading it to
+            # anonymous would hide a client's broken login.
+            await send_problem(
+                send,
+                401,
+                f"invalid token: {exc}",
+                slug="invalid-token",
+                headers=[(b"www-authenticate", b'Bearer error="invalid_token"')],
+            )
+        except KeysUnavailableError as exc:
+            log.error("cannot verify tokens: %s", exc)
+            await send_problem(
+                send, 503, "token keys are unavailable", headers=[(b"retry-after", b"5")]
+            )
+        return None
 
 
-def create_app(settings: GatewaySettings | None = None) -> Gateway:
-    return Gateway(settings or GatewaySettings())
+def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
+    """The gateway, wrapped in CORS handling when origins are configured."""
+    settings = settings or GatewaySettings()
+    gateway = Gateway(settings)
+    if not settings.cors_allow_origins:
+        return gateway
+    return CORSMiddleware(
+        gateway,
+        allow_origins=settings.cors_allow_origins,
+        allow_methods=settings.cors_allow_methods,
+        allow_headers=settings.cors_allow_headers,
+        max_age=settings.cors_max_age_seconds,
+    )

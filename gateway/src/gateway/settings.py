@@ -1,13 +1,73 @@
-"""Gateway settings: every knob is a GATEWAY_* environment variable."""
+"""Gateway settings: every knob is a GATEWAY_* environment variable (JSON for lists)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field, HttpUrl, model_validator
+from pydantic import BaseModel, Field, HttpUrl, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mercato_shared.settings import DEV_STATE_DIR, Environment
+from gateway.ratelimit.policies import RatePolicy
+from mercato_shared.identity import Role
+from mercato_shared.settings import DEV_STATE_DIR, SECRETS_DIR, Environment
+
+DEV_ISSUER = "mercato-dev"
+DEV_AUDIENCE = "mercato"
+DEV_TOKEN_SECRET_FILE = DEV_STATE_DIR / "keys" / "dev-token-secret"
+
+Algorithm = Literal["HS256", "RS256", "ES256"]
+
+
+class IssuerConfig(BaseModel):
+    """An identity provider whose tokens the gateway accepts."""
+
+    issuer: str = Field(min_length=1)
+    audiences: list[str] = Field(min_length=1)
+    # Per-issuer allow-list: a token's own `alg` header never chooses the verification method.
+    algorithms: list[Algorithm] = Field(min_length=1)
+    hs256_secret: SecretStr | None = None
+    hs256_secret_file: Path | None = None
+    jwks_url: HttpUrl | None = None
+    jwks_cache_seconds: float = Field(default=300, gt=0)
+    jwks_min_refetch_seconds: float = Field(default=30, ge=0)
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+    roles_claim: str = "roles"
+
+    @model_validator(mode="after")
+    def _keys_for_algorithms(self) -> IssuerConfig:
+        if "HS256" in self.algorithms and not (self.hs256_secret or self.hs256_secret_file):
+            raise ValueError(f"issuer {self.issuer}: HS256 needs hs256_secret or its file")
+        if {"RS256", "ES256"} & set(self.algorithms) and self.jwks_url is None:
+            raise ValueError(f"issuer {self.issuer}: RS256/ES256 need jwks_url")
+        return self
+
+
+class AccessRule(BaseModel):
+    """Who may call a path: public, or any of ``roles``. The first matching rule decides."""
+
+    path: str = Field(pattern=r"^/", examples=["/api/v1/products/{sku}/stock", "/api/v1/orders/**"])
+    methods: list[str] = Field(default_factory=lambda: ["*"])
+    public: bool = False
+    roles: list[Role] = Field(default_factory=lambda: [Role.CUSTOMER, Role.ADMIN])
+
+
+class HealthCheckConfig(BaseModel):
+    path: str = "/healthz"
+    interval_seconds: float = Field(default=5.0, gt=0)
+    timeout_seconds: float = Field(default=1.0, gt=0)
+    unhealthy_after: int = Field(default=2, ge=1)
+    healthy_after: int = Field(default=2, ge=1)
+
+
+class BreakerSettings(BaseModel):
+    window_size: int = Field(default=20, ge=1)
+    minimum_calls: int = Field(default=10, ge=1)
+    failure_rate_threshold: float = Field(default=50, gt=0, le=100)
+    slow_call_rate_threshold: float = Field(default=100, gt=0, le=100)
+    slow_call_seconds: float = Field(default=2.0, gt=0)
+    open_seconds: float = Field(default=10.0, gt=0)
+    half_open_probes: int = Field(default=3, ge=1)
 
 
 class RouteConfig(BaseModel):
@@ -16,6 +76,13 @@ class RouteConfig(BaseModel):
     prefix: str = Field(pattern=r"^/")
     upstreams: list[HttpUrl] = Field(min_length=1)
     timeout_seconds: float = Field(default=10.0, gt=0)
+    balancer: Literal["round_robin", "least_outstanding"] = "least_outstanding"
+    # Name of a rate policy for this route; None: "user" when authenticated, else "anonymous".
+    rate_limit: str | None = None
+    max_concurrent: int = Field(default=256, ge=1)
+    max_retries: int = Field(default=2, ge=0, le=5)
+    health_check: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
 
 
 def _default_routes() -> list[RouteConfig]:
@@ -28,31 +95,92 @@ def _default_routes() -> list[RouteConfig]:
     ]
 
 
+def _default_access() -> list[AccessRule]:
+    admin = [Role.ADMIN]
+    return [
+        AccessRule(path="/api/v1/products", methods=["GET", "HEAD"], public=True),
+        AccessRule(path="/api/v1/products/{sku}", methods=["GET", "HEAD"], public=True),
+        AccessRule(path="/api/v1/products/**", roles=admin),
+        AccessRule(path="/api/v1/orders/**"),
+        AccessRule(path="/api/v1/payments/**"),
+        AccessRule(path="/api/v1/notifications/**"),
+    ]
+
+
+def _default_issuers() -> list[IssuerConfig]:
+    return [
+        IssuerConfig(
+            issuer=DEV_ISSUER,
+            audiences=[DEV_AUDIENCE],
+            algorithms=["HS256"],
+            hs256_secret_file=DEV_TOKEN_SECRET_FILE,
+        )
+    ]
+
+
+def _default_rate_policies() -> list[RatePolicy]:
+    return [
+        RatePolicy(name="user", quota=300, window_seconds=60),
+        RatePolicy(name="anonymous", quota=60, window_seconds=60),
+    ]
+
+
 class GatewaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_",
+        extra="ignore",
+        secrets_dir=SECRETS_DIR if SECRETS_DIR.is_dir() else None,
+    )
 
     environment: Environment = Environment.DEV
     log_level: str = "INFO"
     host: str = "127.0.0.1"
     port: int = 8080
 
-    # JSON, e.g. GATEWAY_ROUTES='[{"prefix": "/api/v1/orders", "upstreams": ["http://o1:8001"]}]'
     routes: list[RouteConfig] = Field(default_factory=_default_routes)
+    access: list[AccessRule] = Field(default_factory=_default_access)
+    auth_issuers: list[IssuerConfig] = Field(default_factory=_default_issuers)
     max_body_bytes: int = Field(default=1_048_576, ge=0)
-    upstream_connections: int = Field(default=200, ge=1)
+    upstream_connections: int = Field(default=512, ge=1)
+
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    redis_timeout_seconds: float = Field(default=0.1, gt=0)
+    # Lets several gateway deployments share one Redis without sharing limits.
+    redis_key_prefix: str = "rl:"
+    rate_limits: list[RatePolicy] = Field(default_factory=_default_rate_policies)
+    rate_limit_on_redis_error: Literal["local", "open", "closed"] = "local"
+    # Peers whose X-Forwarded-For is believed (CIDRs); nobody's by default.
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    retry_budget_min_per_second: float = Field(default=3.0, ge=0)
+
+    cors_allow_origins: list[str] = Field(default_factory=list)
+    cors_allow_methods: list[str] = Field(
+        default_factory=lambda: ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
+    )
+    cors_allow_headers: list[str] = Field(
+        default_factory=lambda: ["Authorization", "Content-Type", "Idempotency-Key"]
+    )
+    cors_max_age_seconds: int = Field(default=600, ge=0)
 
     identity_private_key_file: Path = DEV_STATE_DIR / "keys" / "identity.pem"
     identity_issuer: str = "mercato-gateway"
     identity_ttl_seconds: int = Field(default=30, ge=1, le=60)
-    # Until client authentication is configured, every request acts as this development
-    # user; empty means anonymous (no roles).
-    dev_identity_subject: str = "dev-customer"
-    dev_identity_roles: list[str] = Field(default_factory=lambda: ["customer"])
 
     @model_validator(mode="after")
-    def _dev_identity_only_in_dev(self) -> GatewaySettings:
-        if self.environment is Environment.PROD and self.dev_identity_subject:
-            raise ValueError(
-                "GATEWAY_DEV_IDENTITY_SUBJECT acts for every caller; set it empty in production"
-            )
+    def _production_is_explicit(self) -> GatewaySettings:
+        if self.environment is Environment.PROD:
+            if any(issuer.issuer == DEV_ISSUER for issuer in self.auth_issuers):
+                raise ValueError(
+                    f"the {DEV_ISSUER} token issuer is for development only; "
+                    "set GATEWAY_AUTH_ISSUERS to your identity provider"
+                )
+            if "*" in self.cors_allow_origins:
+                raise ValueError("GATEWAY_CORS_ALLOW_ORIGINS must list origins in production")
+        names = {policy.name for policy in self.rate_limits}
+        missing = {"user", "anonymous"} - names
+        missing |= {r.rate_limit for r in self.routes if r.rate_limit and r.rate_limit not in names}
+        if missing:
+            raise ValueError(f"rate limit policies not defined: {sorted(missing)}")
         return self

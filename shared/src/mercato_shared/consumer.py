@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mercato_shared import inbox
 from mercato_shared.db import transaction
 from mercato_shared.events import Envelope
-from mercato_shared.retry import backoff_delay
+from mercato_shared.resilience.retry import backoff_delay
 from mercato_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""The ``mercato`` operator CLI."""
