@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import jwt
 from aiohttp import web
@@ -21,12 +21,33 @@ AUDIENCE = "mercato-api"
 DEV_ISSUER = "mercato-dev"
 
 
-class EchoServer:
+class _Server:
+    """A real aiohttp server on a free loopback port, run as an async context manager."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        self.routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._runner.cleanup()
+
+
+class EchoServer(_Server):
     """A real HTTP upstream that echoes requests; tests switch it to failing or slow."""
 
     def __init__(self, name: str) -> None:
+        super().__init__()
         self.name = name
-        self.port = free_port()
         self.requests: list[dict[str, Any]] = []
         self.status = 200
         self.delay = 0.0
@@ -52,27 +73,19 @@ class EchoServer:
             headers={"Keep-Alive": "timeout=5", "X-Upstream": self.name},
         )
 
-    async def __aenter__(self) -> EchoServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._runner.cleanup()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
 
-class JwksServer:
+class JwksServer(_Server):
     """An identity provider's key set endpoint with one RSA and one EC key."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.ec = ec.generate_private_key(ec.SECP256R1())
         self.hits = 0
@@ -91,16 +104,8 @@ class JwksServer:
         self.hits += 1
         return web.json_response(self.document())
 
-    async def __aenter__(self) -> JwksServer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/jwks.json", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._runner.cleanup()
 
     @property
     def url(self) -> str:
