@@ -7,7 +7,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato_shared.consumer import Handler
-from mercato_shared.events import Envelope, OrderCreated, parse_payload
+from mercato_shared.events import Envelope, OrderCreated, payload_as
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +17,7 @@ async def on_order_created(session: AsyncSession, envelope: Envelope) -> None:
 
     Reservation of the lines is the saga's next step and lands with it.
     """
-    payload = parse_payload(envelope)
-    assert isinstance(payload, OrderCreated)  # noqa: S101 - the catalogue maps the type
+    payload = payload_as(envelope, OrderCreated)
     log.info(
         "order received",
         extra={"order_id": str(envelope.order_id), "lines": len(payload.lines)},
