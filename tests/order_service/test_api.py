@@ -136,3 +136,73 @@ async def test_health_and_readiness(client):
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok"}
+
+
+async def test_idempotency_key_replays_refuses_other_bodies_and_in_flight(client, settings, sign):
+    headers = {**sign("alice"), "Idempotency-Key": "k-1"}
+    first = await client.post("/api/v1/orders", json=ORDER, headers=headers)
+    assert first.status_code == 201
+    again = await client.post("/api/v1/orders", json=ORDER, headers=headers)
+    assert again.status_code == 200
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    other = {"lines": [{"sku": "MUG-RED", "quantity": 1}]}
+    assert_problem(await client.post("/api/v1/orders", json=other, headers=headers), 422)
+    # The key is the customer's own: bob's k-1 is another order.
+    bobs = await client.post(
+        "/api/v1/orders", json=ORDER, headers={**sign("bob"), "Idempotency-Key": "k-1"}
+    )
+    assert bobs.status_code == 201
+    assert await _counts(settings) == (2, 4, 2)
+
+    # While a first request holds the key, a second one is told to come back later.
+    engine = create_engine(settings)
+    try:
+        async with transaction(create_sessionmaker(engine)) as session:
+            from order_service import repository
+
+            assert await repository.try_lock_key(session, "alice", "k-2")
+            busy = await client.post(
+                "/api/v1/orders", json=ORDER, headers={**sign("alice"), "Idempotency-Key": "k-2"}
+            )
+            assert_problem(busy, 409)
+    finally:
+        await engine.dispose()
+    assert await _counts(settings) == (2, 4, 2)
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there"])
+async def test_malformed_idempotency_key_is_a_400(client, settings, sign, key):
+    headers = {**sign(), "Idempotency-Key": key}
+    assert_problem(await client.post("/api/v1/orders", json=ORDER, headers=headers), 400)
+    assert await _counts(settings) == (0, 0, 0)
+
+
+async def test_list_shows_own_orders_and_admins_all(client, sign):
+    for who in ("alice", "alice", "bob"):
+        await client.post("/api/v1/orders", json=ORDER, headers=sign(who))
+    alice = (await client.get("/api/v1/orders", headers=sign("alice"))).json()
+    assert alice["total"] == 2
+    assert {o["customer_id"] for o in alice["items"]} == {"alice"}
+    peek = (await client.get("/api/v1/orders?customer_id=bob", headers=sign("alice"))).json()
+    assert {o["customer_id"] for o in peek["items"]} == {"alice"}
+    admin = sign("root", Role.ADMIN)
+    assert (await client.get("/api/v1/orders", headers=admin)).json()["total"] == 3
+    page = (await client.get("/api/v1/orders?customer_id=bob&limit=1", headers=admin)).json()
+    assert (page["total"], len(page["items"])) == (1, 1)
+    assert_problem(await client.get("/api/v1/orders?limit=0", headers=admin), 422)
+
+
+async def test_cancel_through_the_api(client, settings, sign):
+    order = (await client.post("/api/v1/orders", json=ORDER, headers=sign("alice"))).json()
+    path = f"/api/v1/orders/{order['id']}/cancel"
+    assert_problem(await client.post(path, headers=sign("mallory")), 404)
+    cancelled = await client.post(path, headers=sign("alice"))
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "CANCELLED"
+    assert [h["step"] for h in cancelled.json()["history"]] == ["created", "cancelled"]
+    again = assert_problem(await client.post(path, headers=sign("alice")), 409)
+    assert again["order_status"] == "CANCELLED"
+    assert_problem(await client.post("/api/v1/orders/nope/cancel", headers=sign()), 422)
+    assert_problem(await client.post(f"/api/v1/orders/{uuid.uuid4()}/cancel", headers=sign()), 404)
+    assert await _counts(settings) == (1, 2, 2)

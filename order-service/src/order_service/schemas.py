@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 Sku = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9-]{0,63}$", examples=["MUG-BLUE"])]
 
@@ -22,6 +22,7 @@ class OrderCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lines: list[OrderLineCreate] = Field(min_length=1, max_length=100)
+    email: EmailStr | None = Field(default=None, description="where the outcome is mailed")
 
     @field_validator("lines")
     @classmethod
@@ -39,6 +40,15 @@ class OrderLineRead(BaseModel):
     quantity: int
 
 
+class HistoryEntry(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    status: str
+    step: str
+    reason: str | None
+    at: datetime
+
+
 class OrderRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -46,6 +56,17 @@ class OrderRead(BaseModel):
     customer_id: str
     status: str
     cancel_reason: str | None
+    amount: int | None = Field(description="minor units; known once stock is reserved")
+    currency: str | None
     lines: list[OrderLineRead]
+    history: list[HistoryEntry]
+    deadline_at: datetime
     created_at: datetime
     updated_at: datetime
+
+
+class OrderPage(BaseModel):
+    items: list[OrderRead]
+    limit: int
+    offset: int
+    total: int

@@ -48,6 +48,8 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = Field(default=5, ge=1)
     consumer_retry_backoff_seconds: float = Field(default=0.2, gt=0)
 
+    # Processed event ids are kept this long to recognise redeliveries (DESIGN: inbox).
+    inbox_retention_hours: float = Field(default=168.0, gt=0)
     outbox_poll_interval_seconds: float = Field(default=1.0, gt=0)
     outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
 

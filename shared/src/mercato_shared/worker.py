@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mercato_shared import inbox
 from mercato_shared.consumer import EventConsumer, Handler
 from mercato_shared.db import create_engine, create_sessionmaker, ping
 from mercato_shared.health import health_router
@@ -24,16 +27,34 @@ from mercato_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
+INBOX_PURGE_SECONDS = 600.0
+
+
+# A periodic job of a worker (a deadline sweep, a purge), called as job(sessions=...).
+Job = Callable[..., Awaitable[object]]
+
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What a service plugs into the shared worker: its tables, topics and handlers."""
+    """What a service plugs into the shared worker: its tables, topics, handlers and jobs."""
 
     settings: ServiceSettings
     outbox: Table
     inbox: Table
     topics: tuple[str, ...]
     handlers: Mapping[str, Handler] = field(default_factory=dict)
+    # (job, interval in seconds)
+    jobs: tuple[tuple[Job, float], ...] = ()
+
+
+async def _every(job: Job, interval: float, sessions: async_sessionmaker[AsyncSession]) -> None:
+    while True:
+        try:
+            await job(sessions=sessions)
+        except Exception:
+            # A database blip must not stop the job for good; the next round retries.
+            log.exception("periodic job %s failed", getattr(job, "__name__", job))
+        await asyncio.sleep(interval)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -74,11 +95,12 @@ async def run_worker(spec: WorkerSpec) -> None:
         batch_size=settings.outbox_batch_size,
         poll_interval=settings.outbox_poll_interval_seconds,
     )
+    sessions = create_sessionmaker(engine)
     consumer = EventConsumer(
         settings=settings,
         topics=[settings.topic(name) for name in spec.topics],
         handlers=spec.handlers,
-        sessions=create_sessionmaker(engine),
+        sessions=sessions,
         inbox_table=spec.inbox,
         dead_letters=dead_letters,
     )
@@ -103,10 +125,16 @@ async def run_worker(spec: WorkerSpec) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    purge_inbox: Job = functools.partial(inbox.purge, settings=settings)
+    jobs = (*spec.jobs, (purge_inbox, INBOX_PURGE_SECONDS))
     tasks = {
         asyncio.create_task(relay.run(), name="outbox-relay"),
         asyncio.create_task(consumer.run(), name="consumer"),
         asyncio.create_task(server.serve(), name="health-server"),
+        *(
+            asyncio.create_task(_every(job, interval, sessions), name=f"job-{index}")
+            for index, (job, interval) in enumerate(jobs)
+        ),
     }
     stopper = asyncio.create_task(stop.wait(), name="stop")
     failed = False
