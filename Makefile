@@ -7,9 +7,9 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 STACK := deploy/local/stack.sh
 SERVICES := deploy/local/services.sh
 PY_SOURCES := shared/src gateway/src order-service/src inventory-service/src ops/src deploy \
-	payment-service/src notification-service/src tests
+	payment-service/src notification-service/src payment-sandbox/src tests
 
-.PHONY: help install dev up down status token stack-up stack-down test lint lint-types format env-example clean
+.PHONY: help install dev up down status token stack-up stack-down test lint lint-types format env-example events clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ lint-types: ## mypy alone (strict)
 format: install ## Format and autofix the Python code
 	$(UV) run --locked ruff format .
 	$(UV) run --locked ruff check --fix .
+
+events: ## Regenerate the event catalogue in docs/events/ (refuses breaking changes)
+	$(UV) run --locked mercato events write
 
 env-example: ## Regenerate .env.example from the settings classes
 	$(UV) run --locked python deploy/env_example.py > .env.example

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mercato_ops.events import DEFAULT_PATH as DEFAULT_CATALOGUE
+from mercato_ops.events import run as run_events
 from mercato_ops.token import DEV_SECRET_FILE, make_token
 from mercato_shared.identity import Role
 
@@ -22,12 +24,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.add_argument("--secret-file", type=Path, default=DEV_SECRET_FILE)
+    events = commands.add_parser("events", help="write or check docs/events/catalogue.json")
+    events.add_argument("action", choices=["write", "check"])
+    events.add_argument("--path", type=Path, default=DEFAULT_CATALOGUE)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mercato`` console script."""
     args = _parser().parse_args(argv)
+    if args.command == "events":
+        return run_events(args.action, args.path)
     if args.command == "token":
         try:
             roles = [Role(name.strip()) for name in args.roles.split(",") if name.strip()]
