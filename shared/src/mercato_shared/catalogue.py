@@ -60,7 +60,7 @@ def _compare(old: Schema, new: Schema, old_root: Schema, new_root: Schema, path:
     problems: list[str] = []
     if not _types(old, old_root) <= _types(new, new_root):
         problems.append(f"{path}: type changed from {sorted(_types(old, old_root))}")
-    if "enum" in old and not set(old["enum"]) <= set(new.get("enum", old["enum"])):
+    if "enum" in old and not set(old["enum"]) <= set(new.get("enum") or old["enum"]):
         problems.append(f"{path}: enum values removed")
     old_props, new_props = old.get("properties", {}), new.get("properties", {})
     for name in old_props:
