@@ -21,12 +21,13 @@ from gateway.access import AccessPolicy, Verdict
 from gateway.asgi import Receive, Scope, Send, send_problem
 from gateway.auth import AuthenticationError, Authenticator, KeysUnavailableError
 from gateway.clientip import client_ip, parse_networks
+from gateway.compose import DETAILS, order_details
 from gateway.proxy import Forwarder, header, request_id_of
 from gateway.ratelimit import RateLimiter, rate_limit_headers, redis_client
 from gateway.settings import GatewaySettings
 from gateway.upstreams import Upstream, UpstreamTable
 from mercato_shared.health import health_router
-from mercato_shared.identity import Identity, issue_identity
+from mercato_shared.identity import IDENTITY_HEADER, Identity, issue_identity
 from mercato_shared.problems import install_problem_handlers
 from mercato_shared.resilience import BreakerState, RetryBudget
 
@@ -184,6 +185,18 @@ class Gateway:
             request_id=request_id,
             ttl_seconds=self.settings.identity_ttl_seconds,
         )
+        response_headers = [*limit_headers, (b"x-request-id", request_id.encode())]
+        details = DETAILS.match(path)
+        if details is not None and method == "GET" and self._session is not None:
+            await order_details(
+                send,
+                session=self._session,
+                upstreams=self.upstreams,
+                order_id=details["order_id"],
+                headers={IDENTITY_HEADER: token, "x-request-id": request_id},
+                response_headers=response_headers,
+            )
+            return
         assert self._forwarder is not None  # noqa: S101
         await self._forwarder.forward(
             scope,
@@ -193,7 +206,7 @@ class Gateway:
             identity=token,
             request_id=request_id,
             client_ip=ip,
-            response_headers=[*limit_headers, (b"x-request-id", request_id.encode())],
+            response_headers=response_headers,
         )
 
     async def _authenticate(self, scope: Scope, send: Send) -> Identity | None:
