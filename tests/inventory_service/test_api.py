@@ -1,34 +1,14 @@
-"""The inventory API in-process against a real, migrated Postgres database."""
+"""The public inventory API in-process against a real, migrated Postgres database."""
 
 import pytest
 
 from inventory_service import service
 from inventory_service.app import create_app
-from inventory_service.catalogue import DEMO_PRODUCTS, demo_products
+from inventory_service.catalogue import DEMO_PRODUCTS
 from inventory_service.models import Product
 from inventory_service.settings import InventorySettings
 from mercato_shared.db import create_engine, create_sessionmaker
 from tests.apps import assert_problem, client_for
-
-
-@pytest.fixture
-def settings(inventory_db, keys):
-    return InventorySettings(database_url=inventory_db, identity_public_key_file=keys[1])
-
-
-@pytest.fixture
-async def seeded(settings):
-    engine = create_engine(settings)
-    try:
-        await service.seed_catalogue(sessions=create_sessionmaker(engine), products=demo_products())
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-async def client(settings):
-    async with client_for(create_app(settings)) as client:
-        yield client
 
 
 async def test_lists_the_catalogue_by_sku_with_pagination(client, seeded, sign):

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Row, case, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from inventory_service.models import Product
+from inventory_service.models import (
+    OrderOutcome,
+    OrderState,
+    Product,
+    Reservation,
+    ReservationStatus,
+)
+
+# --- products -------------------------------------------------------------------------------
 
 
 async def list_products(session: AsyncSession, *, limit: int, offset: int) -> Sequence[Product]:
@@ -24,6 +33,22 @@ async def count_products(session: AsyncSession) -> int:
 
 async def get_product(session: AsyncSession, sku: str) -> Product | None:
     return await session.get(Product, sku)
+
+
+async def lock_products(session: AsyncSession, skus: Iterable[str]) -> dict[str, Product]:
+    """Lock the known products among ``skus``, in SKU order so that lockers never deadlock."""
+    result = await session.execute(
+        select(Product)
+        .where(Product.sku.in_(sorted(set(skus))))
+        .order_by(Product.sku)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {product.sku: product for product in result.scalars()}
+
+
+async def catalogue_currencies(session: AsyncSession) -> set[str]:
+    return set((await session.scalars(select(Product.currency).distinct())).all())
 
 
 async def upsert_catalogue(session: AsyncSession, products: Sequence[Product]) -> None:
@@ -50,3 +75,186 @@ async def upsert_catalogue(session: AsyncSession, products: Sequence[Product]) -
             set_={"name": stmt.excluded.name, "unit_price": stmt.excluded.unit_price},
         )
     )
+
+
+# --- what inventory knows about each order ----------------------------------------------------
+
+
+async def lock_order(session: AsyncSession, order_id: uuid.UUID) -> OrderState | None:
+    """Lock the order's row; None if inventory has never heard of the order."""
+    state = await session.scalar(
+        select(OrderOutcome.state).where(OrderOutcome.order_id == order_id).with_for_update()
+    )
+    return None if state is None else OrderState(state)
+
+
+async def claim_order(
+    session: AsyncSession, order_id: uuid.UUID, *, state: OrderState
+) -> OrderState | None:
+    """Lock the order's row, creating it in ``state`` if absent.
+
+    Returns the state it already had, or None when this call created it. A concurrent
+    creator makes the insert wait for its commit, so both callers end up serialised.
+    """
+    created = await session.execute(
+        insert(OrderOutcome)
+        .values(order_id=order_id, state=state.value)
+        .on_conflict_do_nothing(index_elements=[OrderOutcome.order_id])
+        .returning(OrderOutcome.order_id)
+    )
+    if created.first() is not None:
+        return None
+    previous = await lock_order(session, order_id)
+    if previous is None:  # rows are never deleted, so the conflicting one is still there
+        raise RuntimeError(f"order {order_id} vanished while being claimed")
+    return previous
+
+
+async def set_order_state(session: AsyncSession, order_id: uuid.UUID, state: OrderState) -> None:
+    await session.execute(
+        update(OrderOutcome)
+        .where(OrderOutcome.order_id == order_id)
+        .values(state=state.value, updated_at=func.now())
+    )
+
+
+async def order_states(session: AsyncSession) -> dict[uuid.UUID, OrderState]:
+    rows = await session.execute(select(OrderOutcome.order_id, OrderOutcome.state))
+    return {order_id: OrderState(state) for order_id, state in rows}
+
+
+# --- reservations -----------------------------------------------------------------------------
+
+
+async def add_reservations(session: AsyncSession, reservations: Sequence[Reservation]) -> None:
+    session.add_all(reservations)
+    await session.flush()
+
+
+async def lock_reservations(
+    session: AsyncSession, order_id: uuid.UUID, *, status: ReservationStatus
+) -> Sequence[Reservation]:
+    result = await session.execute(
+        select(Reservation)
+        .where(Reservation.order_id == order_id, Reservation.status == status.value)
+        .order_by(Reservation.sku)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return result.scalars().all()
+
+
+async def set_reservations_status(
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    *,
+    old: ReservationStatus,
+    new: ReservationStatus,
+) -> None:
+    await session.execute(
+        update(Reservation)
+        .where(Reservation.order_id == order_id, Reservation.status == old.value)
+        .values(status=new.value, updated_at=func.now())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _of_sku(sku: str, status: ReservationStatus | None) -> list[ColumnElement[bool]]:
+    conditions = [Reservation.sku == sku]
+    if status is not None:
+        conditions.append(Reservation.status == status.value)
+    return conditions
+
+
+async def list_reservations(
+    session: AsyncSession,
+    sku: str,
+    *,
+    status: ReservationStatus | None,
+    limit: int,
+    offset: int,
+) -> Sequence[Reservation]:
+    result = await session.execute(
+        select(Reservation)
+        .where(*_of_sku(sku, status))
+        .order_by(Reservation.created_at.desc(), Reservation.order_id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return result.scalars().all()
+
+
+async def count_reservations(
+    session: AsyncSession, sku: str, *, status: ReservationStatus | None
+) -> int:
+    query = select(func.count()).select_from(Reservation).where(*_of_sku(sku, status))
+    return await session.scalar(query) or 0
+
+
+# --- consistency checks (read-only; `mercato check` runs them too) ------------------------------
+
+
+async def stock_tallies(session: AsyncSession) -> Sequence[Row[str, int, int, int, int, int]]:
+    """Per SKU: on_hand, reserved, committed, and the RESERVED / COMMITTED reservation sums."""
+
+    def total(status: ReservationStatus) -> ColumnElement[int]:
+        summed = func.sum(Reservation.quantity).filter(Reservation.status == status.value)
+        return func.coalesce(summed, 0)
+
+    result = await session.execute(
+        select(
+            Product.sku,
+            Product.on_hand,
+            Product.reserved,
+            Product.committed,
+            total(ReservationStatus.RESERVED),
+            total(ReservationStatus.COMMITTED),
+        )
+        .outerjoin(Reservation, Reservation.sku == Product.sku)
+        .group_by(Product.sku)
+        .order_by(Product.sku)
+    )
+    return result.all()
+
+
+# The reservation status each order state implies; a REJECTED order holds no reservations.
+EXPECTED_STATUS = {
+    OrderState.RESERVED: ReservationStatus.RESERVED,
+    OrderState.CONFIRMED: ReservationStatus.COMMITTED,
+    OrderState.CANCELLED: ReservationStatus.RELEASED,
+}
+
+
+async def mismatched_reservations(
+    session: AsyncSession,
+) -> Sequence[Row[uuid.UUID, str, str, str | None]]:
+    """Reservations whose status contradicts their order's state (or that have no order)."""
+    expected = case(
+        *(
+            (OrderOutcome.state == state.value, status.value)
+            for state, status in EXPECTED_STATUS.items()
+        ),
+        else_=None,
+    )
+    result = await session.execute(
+        select(Reservation.order_id, Reservation.sku, Reservation.status, OrderOutcome.state)
+        .outerjoin(OrderOutcome, OrderOutcome.order_id == Reservation.order_id)
+        .where(Reservation.status.is_distinct_from(expected))
+        .order_by(Reservation.order_id, Reservation.sku)
+    )
+    return result.all()
+
+
+async def orders_without_reservations(
+    session: AsyncSession, states: Iterable[OrderState]
+) -> Sequence[Row[uuid.UUID, str]]:
+    """Orders in one of ``states`` that hold no reservation rows at all."""
+    result = await session.execute(
+        select(OrderOutcome.order_id, OrderOutcome.state)
+        .where(
+            OrderOutcome.state.in_([state.value for state in states]),
+            ~exists().where(Reservation.order_id == OrderOutcome.order_id),
+        )
+        .order_by(OrderOutcome.order_id)
+    )
+    return result.all()

@@ -1,8 +1,16 @@
-"""Response bodies of the inventory API."""
+"""Request and response bodies of the inventory API."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from inventory_service.models import ReservationStatus
+
+# Stock columns are Postgres integers; a larger number must be a 422, not a database error.
+MAX_STOCK = 2**31 - 1
 
 
 class ProductRead(BaseModel):
@@ -20,3 +28,53 @@ class ProductPage(BaseModel):
     limit: int
     offset: int
     total: int
+
+
+class StockUpdate(BaseModel):
+    """The new count of units physically on hand (after a delivery or a stocktake)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    on_hand: int = Field(strict=True, ge=0, le=MAX_STOCK, examples=[120])
+
+
+class StockRead(BaseModel):
+    """A product's stock: on_hand = available + reserved + committed."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    sku: str
+    on_hand: int
+    reserved: int
+    committed: int
+    available: int
+
+
+class ReservationRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    order_id: uuid.UUID
+    sku: str
+    quantity: int
+    unit_price: int = Field(description="minor units (cents), the catalogue's price when reserved")
+    status: ReservationStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+class ReservationPage(BaseModel):
+    items: list[ReservationRead]
+    limit: int
+    offset: int
+    total: int
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem body (documentation only; errors are rendered by the library)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(examples=["urn:mercato:problem:not-found"])
+    title: str
+    status: int
+    detail: str | None = None

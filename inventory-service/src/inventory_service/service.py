@@ -1,14 +1,24 @@
-"""Business rules of the catalogue."""
+"""Business rules of the catalogue and its stock: one function, one transaction."""
 
 from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from inventory_service import repository
-from inventory_service.models import Product
-from inventory_service.schemas import ProductPage, ProductRead
+from inventory_service.models import OrderState, Product, Reservation, ReservationStatus
+from inventory_service.schemas import ProductPage, ProductRead, ReservationPage, ReservationRead
 from mercato_shared.db import transaction
-from mercato_shared.problems import NotFoundError
+from mercato_shared.problems import ConflictError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+
+class CatalogueError(ValueError):
+    """The catalogue breaks a rule the saga relies on (one currency for every product)."""
 
 
 async def list_products(
@@ -36,6 +46,131 @@ async def get_product(*, sessions: async_sessionmaker[AsyncSession], sku: str) -
 async def seed_catalogue(
     *, sessions: async_sessionmaker[AsyncSession], products: list[Product]
 ) -> None:
-    """Add the given products; SKUs already present keep their stock."""
+    """Add the given products; SKUs already present keep their stock.
+
+    The catalogue has a single currency: an order's amount is one sum in one currency.
+    """
     async with transaction(sessions) as session:
+        currencies = await repository.catalogue_currencies(session)
+        currencies.update(product.currency for product in products)
+        if len(currencies) > 1:
+            raise CatalogueError(f"one currency per catalogue, got {sorted(currencies)}")
         await repository.upsert_catalogue(session, products)
+
+
+async def set_stock(
+    *, sessions: async_sessionmaker[AsyncSession], sku: str, on_hand: int, actor: str
+) -> Product:
+    """Set the units on hand; never below what reservations and sales already account for."""
+    async with transaction(sessions) as session:
+        product = (await repository.lock_products(session, [sku])).get(sku)
+        if product is None:
+            raise NotFoundError(f"product {sku} not found")
+        floor = product.reserved + product.committed
+        if on_hand < floor:
+            raise ConflictError(
+                f"{sku} has {product.reserved} reserved and {product.committed} committed "
+                f"units; on_hand cannot go below {floor}",
+                reserved=product.reserved,
+                committed=product.committed,
+                minimum_on_hand=floor,
+            )
+        previous, product.on_hand = product.on_hand, on_hand
+    log.info(
+        "stock set",
+        extra={"sku": sku, "previous_on_hand": previous, "on_hand": on_hand, "actor": actor},
+    )
+    return product
+
+
+async def list_reservations(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    sku: str,
+    status: ReservationStatus | None,
+    limit: int,
+    offset: int,
+) -> ReservationPage:
+    """One SKU's reservations, newest first."""
+    async with transaction(sessions) as session:
+        if await repository.get_product(session, sku) is None:
+            raise NotFoundError(f"product {sku} not found")
+        reservations: list[Reservation] = list(
+            await repository.list_reservations(
+                session, sku, status=status, limit=limit, offset=offset
+            )
+        )
+        total = await repository.count_reservations(session, sku, status=status)
+    return ReservationPage(
+        items=[ReservationRead.model_validate(r) for r in reservations],
+        limit=limit,
+        offset=offset,
+        total=total,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken invariant: what it concerns and how."""
+
+    subject: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {self.problem}"
+
+
+def _stock_violations(
+    sku: str, on_hand: int, reserved: int, committed: int, held: int, sold: int
+) -> list[Violation]:
+    subject = f"sku {sku}"
+    found = [
+        Violation(subject, f"{name} is negative ({value})")
+        for name, value in (
+            ("reserved", reserved),
+            ("committed", committed),
+            ("available", on_hand - reserved - committed),
+        )
+        if value < 0
+    ]
+    if held != reserved:
+        found.append(Violation(subject, f"reserved is {reserved}, RESERVED reservations {held}"))
+    if sold != committed:
+        found.append(Violation(subject, f"committed is {committed}, COMMITTED reservations {sold}"))
+    return found
+
+
+async def check_invariants(*, sessions: async_sessionmaker[AsyncSession]) -> list[Violation]:
+    """Every broken stock invariant of one inventory database; empty when all hold.
+
+    Per SKU: on_hand = available + reserved + committed with none negative, reserved equals
+    its RESERVED reservations and committed its COMMITTED ones. Per order: reservations agree
+    with what inventory knows of the order.
+    """
+    async with transaction(sessions) as session:
+        # One snapshot for every query, so that a busy system cannot show a torn state.
+        await session.connection(
+            execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+        )
+        tallies = await repository.stock_tallies(session)
+        mismatched = await repository.mismatched_reservations(session)
+        empty = await repository.orders_without_reservations(
+            session, [OrderState.RESERVED, OrderState.CONFIRMED]
+        )
+    violations = [v for row in tallies for v in _stock_violations(*row)]
+    violations += [
+        Violation(f"order {order_id}", f"{sku} is {status} while the order is {state or 'unknown'}")
+        for order_id, sku, status, state in mismatched
+    ]
+    violations += [
+        Violation(f"order {order_id}", f"{state} without reservations") for order_id, state in empty
+    ]
+    return violations
+
+
+async def order_states(
+    *, sessions: async_sessionmaker[AsyncSession]
+) -> dict[uuid.UUID, OrderState]:
+    """What inventory knows of every order, for cross-checks against the order database."""
+    async with transaction(sessions) as session:
+        return await repository.order_states(session)

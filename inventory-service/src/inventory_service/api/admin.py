@@ -1,0 +1,75 @@
+"""Admin routes under /api/v1/products: stock levels and reservations.
+
+The gateway already limits these routes to admins; the service checks again, so that a
+request that reaches it some other way (a misrouted call, a gateway misconfiguration) is
+still refused.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from inventory_service import service
+from inventory_service.models import ReservationStatus
+from inventory_service.schemas import Problem, ReservationPage, StockRead, StockUpdate
+from mercato_shared.api import Sessions
+from mercato_shared.identity import CurrentIdentity, Identity
+from mercato_shared.problems import PROBLEM_JSON, ProblemError
+
+
+class ForbiddenError(ProblemError):
+    status, slug, title = 403, "forbidden", "Forbidden"
+
+
+def require_admin(identity: CurrentIdentity) -> Identity:
+    """FastAPI dependency: the caller, who must be an admin (403 otherwise).
+
+    Dependencies run before the body is validated, so a customer learns nothing from a 422.
+    """
+    if not identity.is_admin:
+        raise ForbiddenError("this operation is for admins")
+    return identity
+
+
+AdminIdentity = Annotated[Identity, Depends(require_admin)]
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problem bodies a route can answer with."""
+    schema = {"schema": Problem.model_json_schema()}
+    return {
+        status: {"description": HTTPStatus(status).phrase, "content": {PROBLEM_JSON: schema}}
+        for status in (401, 403, 422, *statuses)
+    }
+
+
+router = APIRouter(prefix="/api/v1/products", tags=["stock (admin)"])
+
+
+@router.put("/{sku}/stock", response_model=StockRead, responses=_problems(404, 409))
+async def set_stock(
+    sku: str, body: StockUpdate, identity: AdminIdentity, sessions: Sessions
+) -> StockRead:
+    """Set the units on hand; 409 if that is fewer than are reserved and committed."""
+    product = await service.set_stock(
+        sessions=sessions, sku=sku, on_hand=body.on_hand, actor=identity.subject
+    )
+    return StockRead.model_validate(product)
+
+
+@router.get("/{sku}/reservations", response_model=ReservationPage, responses=_problems(404))
+async def list_reservations(
+    sku: str,
+    _: AdminIdentity,
+    sessions: Sessions,
+    status: ReservationStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ReservationPage:
+    """One product's reservations, newest first, optionally of one status."""
+    return await service.list_reservations(
+        sessions=sessions, sku=sku, status=status, limit=limit, offset=offset
+    )

@@ -1,0 +1,39 @@
+"""Fixtures of the inventory tests: settings, a handle on the database, the API client."""
+
+import pytest
+
+from inventory_service.app import create_app
+from inventory_service.catalogue import demo_products
+from inventory_service.settings import InventorySettings
+from mercato_shared.db import create_engine, create_sessionmaker
+from tests.apps import client_for
+from tests.inventory_service.support import Inventory
+
+
+@pytest.fixture
+def settings(inventory_db, keys):
+    return InventorySettings(
+        database_url=inventory_db, identity_public_key_file=keys[1], kafka_prefix="p."
+    )
+
+
+@pytest.fixture
+async def inventory(settings):
+    engine = create_engine(settings)
+    try:
+        yield Inventory(settings, create_sessionmaker(engine))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def seeded(inventory):
+    """The demo catalogue: MUG-BLUE 500 at 12.50, POSTER-LTD 3, SOLD-OUT 0..."""
+    await inventory.seed(demo_products())
+    return inventory
+
+
+@pytest.fixture
+async def client(settings):
+    async with client_for(create_app(settings)) as client:
+        yield client
