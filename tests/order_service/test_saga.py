@@ -16,6 +16,7 @@ from mercato_shared.events import (
     PricedLine,
 )
 from mercato_shared.identity import Identity, Role
+from mercato_shared.problems import ConflictError, NotFoundError
 from order_service import service
 from order_service.handlers import build_handlers
 from order_service.models import Order, outbox
@@ -135,13 +136,13 @@ async def test_customer_cancels_at_each_stage_and_not_after_the_end(env):
 
     confirmed = await _place(settings, sessions)
     await _deliver(settings, sessions, confirmed, AUTHORIZED)
-    with pytest.raises(service.ConflictError):
+    with pytest.raises(ConflictError):
         await service.cancel_order(
             sessions=sessions, settings=settings, identity=ALICE, order_id=confirmed
         )
     bob = Identity(subject="bob", roles=frozenset({Role.CUSTOMER}))
     other = await _place(settings, sessions)
-    with pytest.raises(service.NotFoundError):
+    with pytest.raises(NotFoundError):
         await service.cancel_order(
             sessions=sessions, settings=settings, identity=bob, order_id=other
         )
