@@ -71,6 +71,10 @@ class UnauthorizedError(ProblemError):
     status, slug, title = 401, "unauthorized", "Unauthorized"
 
 
+class ForbiddenError(ProblemError):
+    status, slug, title = 403, "forbidden", "Forbidden"
+
+
 class NotFoundError(ProblemError):
     status, slug, title = 404, "not-found", "Not Found"
 

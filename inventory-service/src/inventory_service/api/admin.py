@@ -17,11 +17,7 @@ from inventory_service.models import ReservationStatus
 from inventory_service.schemas import Problem, ReservationPage, StockRead, StockUpdate
 from mercato_shared.api import Sessions
 from mercato_shared.identity import CurrentIdentity, Identity
-from mercato_shared.problems import PROBLEM_JSON, ProblemError
-
-
-class ForbiddenError(ProblemError):
-    status, slug, title = 403, "forbidden", "Forbidden"
+from mercato_shared.problems import PROBLEM_JSON, ForbiddenError
 
 
 def require_admin(identity: CurrentIdentity) -> Identity:
