@@ -14,6 +14,11 @@ DEMO_PRODUCTS: tuple[tuple[str, str, int, int], ...] = (
     ("LAMP-DESK", "Desk lamp", 3900, 25),
     ("POSTER-LTD", "Limited poster (scarce on purpose)", 1999, 3),
     ("SOLD-OUT", "Always out of stock", 999, 0),
+    # Plenty of stock where `make demo` orders, so repeated demos still confirm.
+    ("SOCKS", "Wool socks", 900, 1_000_000),
+    ("CAP", "Baseball cap", 1900, 1_000_000),
+    # Above the sandbox's default decline rule (1,000.00): every order of it is declined.
+    ("WATCH-GOLD", "Gold watch", 250_000, 100_000),
 )
 
 
