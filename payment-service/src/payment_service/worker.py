@@ -1,16 +1,20 @@
-"""The payment-worker process: consumes reservations and cancellations, relays its outbox."""
+"""The payment-worker process: consumes reservations and order outcomes, relays its outbox."""
 
 from mercato_shared.worker import WorkerSpec
-from payment_service.handlers import HANDLERS
+from payment_service.handlers import build_handlers
 from payment_service.models import inbox, outbox
+from payment_service.sandbox import SandboxClient
 from payment_service.settings import PaymentSettings
 
 
 def build_spec(settings: PaymentSettings | None = None) -> WorkerSpec:
+    settings = settings or PaymentSettings()
+    # The client opens its connection pool lazily, inside the worker's event loop.
+    sandbox = SandboxClient.from_settings(settings)
     return WorkerSpec(
-        settings=settings or PaymentSettings(),
+        settings=settings,
         outbox=outbox,
         inbox=inbox,
         topics=("inventory", "orders"),
-        handlers=HANDLERS,
+        handlers=build_handlers(settings, sandbox),
     )

@@ -1,0 +1,39 @@
+"""The payment database's migrations go down and up again, and the constraints hold."""
+
+import asyncio
+import uuid
+
+import pytest
+from alembic import command
+from sqlalchemy.exc import IntegrityError
+
+from mercato_shared.db import create_engine, create_sessionmaker, transaction
+from mercato_shared.migrations import alembic_config
+from payment_service.models import Payment
+from payment_service.settings import PaymentSettings
+
+
+async def test_downgrade_to_0001_and_back(payment_db):
+    config = alembic_config("payment_service", payment_db)
+    await asyncio.to_thread(command.downgrade, config, "0001")
+    await asyncio.to_thread(command.upgrade, config, "head")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"status": "PENDING"},
+        {"captured": 3000},
+        {"captured": 1000, "refunded": 1500},
+        {"amount": -1},
+    ],
+)
+async def test_the_table_refuses_impossible_payments(payment_db, fields):
+    engine = create_engine(PaymentSettings(database_url=payment_db))
+    values = {"customer_id": "alice", "status": "CAPTURED", "amount": 2500, "currency": "EUR"}
+    try:
+        with pytest.raises(IntegrityError):
+            async with transaction(create_sessionmaker(engine)) as session:
+                session.add(Payment(order_id=uuid.uuid4(), **{**values, **fields}))
+    finally:
+        await engine.dispose()
