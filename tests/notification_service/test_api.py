@@ -35,6 +35,7 @@ async def notifications(settings):
                         id=note_id,
                         order_id=uuid.uuid4(),
                         customer_id=customer,
+                        recipient=f"{customer}@example.test",
                         kind="order.confirmed",
                         subject="Your order is confirmed",
                         body="...",
@@ -48,6 +49,7 @@ async def notifications(settings):
 async def test_customers_see_only_their_own(client, notifications, sign):
     alice = (await client.get("/api/v1/notifications", headers=sign("alice"))).json()
     assert [n["customer_id"] for n in alice["items"]] == ["alice", "alice"]
+    assert {n["recipient"] for n in alice["items"]} == {"alice@example.test"}
     # A customer's filter for someone else is ignored, not honoured.
     peek = await client.get("/api/v1/notifications?customer_id=bob", headers=sign("alice"))
     assert {n["customer_id"] for n in peek.json()["items"]} == {"alice"}
@@ -62,3 +64,11 @@ async def test_admin_sees_all_or_filters(client, notifications, sign):
 
 async def test_identity_is_required(client):
     assert_problem(await client.get("/api/v1/notifications"), 401)
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=201", "limit=x", "offset=-1", "offset=x", "customer_id=&limit=0"]
+)
+async def test_bad_paging_is_a_problem(client, notifications, sign, query):
+    body = assert_problem(await client.get(f"/api/v1/notifications?{query}", headers=sign()), 422)
+    assert body["errors"]

@@ -23,6 +23,7 @@ class Notification(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     order_id: Mapped[uuid.UUID] = mapped_column(unique=True)
     customer_id: Mapped[str] = mapped_column(Text, index=True)
+    recipient: Mapped[str | None] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(Text)
     subject: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)

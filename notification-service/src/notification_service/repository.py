@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notification_service.models import Notification
@@ -18,3 +21,51 @@ async def list_notifications(
         query = query.where(Notification.customer_id == customer_id)
     result = await session.execute(query.limit(limit).offset(offset))
     return result.scalars().all()
+
+
+async def insert_if_absent(
+    session: AsyncSession,
+    *,
+    order_id: uuid.UUID,
+    customer_id: str,
+    recipient: str,
+    kind: str,
+    subject: str,
+    body: str,
+    message_id: str,
+) -> uuid.UUID | None:
+    """Insert the order's notification; None when the order already has one.
+
+    The unique order_id settles races: a concurrent insert for the same order waits on the
+    first one's transaction and then does nothing, so each order is mailed by one handler.
+    """
+    statement = (
+        insert(Notification)
+        .values(
+            id=uuid.uuid4(),
+            order_id=order_id,
+            customer_id=customer_id,
+            recipient=recipient,
+            kind=kind,
+            subject=subject,
+            body=body,
+            message_id=message_id,
+        )
+        .on_conflict_do_nothing(index_elements=[Notification.order_id])
+        .returning(Notification.id)
+    )
+    inserted: uuid.UUID | None = await session.scalar(statement)
+    return inserted
+
+
+async def mark_sent(session: AsyncSession, notification_id: uuid.UUID, *, at: datetime) -> None:
+    await session.execute(
+        update(Notification).where(Notification.id == notification_id).values(sent_at=at)
+    )
+
+
+async def get_by_order(session: AsyncSession, order_id: uuid.UUID) -> Notification | None:
+    found: Notification | None = await session.scalar(
+        select(Notification).where(Notification.order_id == order_id)
+    )
+    return found

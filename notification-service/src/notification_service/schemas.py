@@ -14,6 +14,7 @@ class NotificationRead(BaseModel):
     id: uuid.UUID
     order_id: uuid.UUID
     customer_id: str
+    recipient: str | None
     kind: str
     subject: str
     message_id: str

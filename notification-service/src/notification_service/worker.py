@@ -1,16 +1,17 @@
-"""The notification-worker process: consumes order outcomes, relays its outbox."""
+"""The notification-worker process: mails order outcomes, relays its outbox."""
 
 from mercato_shared.worker import WorkerSpec
-from notification_service.handlers import HANDLERS
+from notification_service.handlers import build_handlers
 from notification_service.models import inbox, outbox
 from notification_service.settings import NotificationSettings
 
 
 def build_spec(settings: NotificationSettings | None = None) -> WorkerSpec:
+    settings = settings or NotificationSettings()
     return WorkerSpec(
-        settings=settings or NotificationSettings(),
+        settings=settings,
         outbox=outbox,
         inbox=inbox,
         topics=("orders",),
-        handlers=HANDLERS,
+        handlers=build_handlers(settings),
     )

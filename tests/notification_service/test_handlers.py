@@ -1,0 +1,197 @@
+"""The order-outcome handlers on a real migrated database, mailing a real mail catcher."""
+
+import asyncio
+import uuid
+from email import message_from_bytes
+from email.policy import default as default_policy
+
+import httpx
+import pytest
+from aiosmtpd.smtp import SMTP
+
+from mercato_ops.mailcatcher import MailCatcher
+from mercato_shared.consumer import is_transient
+from mercato_shared.db import create_engine, create_sessionmaker, transaction
+from mercato_shared.events import (
+    CancelReason,
+    Envelope,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderCreated,
+)
+from mercato_shared.identity import Identity, Role
+from notification_service import repository, service
+from notification_service.handlers import build_handlers
+from notification_service.mailer import MailRejectedError, MailUnavailableError
+from notification_service.settings import NotificationSettings
+from notification_service.templates import CANCEL_REASONS
+from tests.infra import free_port
+
+ADMIN = Identity(subject="root", roles=frozenset({Role.ADMIN}))
+
+
+@pytest.fixture
+def settings(notification_db, catcher_settings):
+    return NotificationSettings(
+        database_url=notification_db,
+        smtp_port=catcher_settings.smtp_port,
+        smtp_timeout_seconds=5,
+    )
+
+
+@pytest.fixture
+async def sessions(settings):
+    engine = create_engine(settings)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+def confirmed(order_id=None, *, email="alice@example.test", amount=123456, currency="EUR"):
+    event = OrderConfirmed(customer_id="alice", email=email, amount=amount, currency=currency)
+    return Envelope.wrap(event, order_id=order_id or uuid.uuid4())
+
+
+def cancelled(order_id=None, *, reason=CancelReason.OUT_OF_STOCK, email=None):
+    event = OrderCancelled(customer_id="bob", email=email, reason=reason)
+    return Envelope.wrap(event, order_id=order_id or uuid.uuid4())
+
+
+async def handle(settings, sessions, envelope):
+    """Run the worker's handler for ``envelope`` in one transaction, as the consumer does."""
+    handler = build_handlers(settings)[envelope.type]
+    async with transaction(sessions) as session:
+        await handler(session, envelope)
+
+
+async def stored(sessions, order_id):
+    async with transaction(sessions) as session:
+        return await repository.get_by_order(session, order_id)
+
+
+async def stored_count(sessions):
+    page = await service.list_notifications(
+        sessions=sessions, identity=ADMIN, customer_id=None, limit=200, offset=0
+    )
+    return len(page.items)
+
+
+async def raw_mail(catcher, n):
+    """The n-th mail as the catcher received it, parsed."""
+    async with httpx.AsyncClient(base_url=catcher.http_url) as http:
+        raw = (await http.get(f"/api/messages/{n}")).content
+    return message_from_bytes(raw, policy=default_policy)
+
+
+def test_only_terminal_events_are_handled(settings):
+    assert set(build_handlers(settings)) == {"order.confirmed", "order.cancelled"}
+    assert OrderCreated.event_type not in build_handlers(settings)
+
+
+async def test_a_confirmed_order_is_stored_and_mailed(settings, sessions, catcher, mails):
+    envelope = confirmed()
+    await handle(settings, sessions, envelope)
+
+    row = await stored(sessions, envelope.order_id)
+    assert row is not None
+    assert row.kind == "order.confirmed"
+    assert row.customer_id == "alice"
+    assert row.recipient == "alice@example.test"
+    assert row.message_id == f"<order-{envelope.order_id}@mercato.local>"
+    assert row.sent_at is not None
+    assert "1,234.56 EUR" in row.body
+
+    [mail] = await mails(catcher)
+    assert mail["message_id"] == row.message_id
+    assert mail["to"] == ["alice@example.test"]
+    assert mail["from"] == "orders@mercato.local"
+    assert mail["subject"] == row.subject
+    assert "confirmed" in mail["subject"]
+    message = await raw_mail(catcher, mail["n"])
+    assert message["Message-ID"] == f"<order-{envelope.order_id}@mercato.local>"
+    assert message["To"] == "alice@example.test"
+    assert "1,234.56 EUR" in message.get_content()
+
+
+async def test_a_redelivered_or_second_event_sends_nothing_more(settings, sessions, catcher, mails):
+    envelope = confirmed()
+    await handle(settings, sessions, envelope)
+    first = await stored(sessions, envelope.order_id)
+    await handle(settings, sessions, envelope)
+    # The first terminal event wins, whatever comes after it for the same order.
+    await handle(settings, sessions, cancelled(envelope.order_id))
+
+    assert await stored_count(sessions) == 1
+    again = await stored(sessions, envelope.order_id)
+    assert (again.kind, again.sent_at) == ("order.confirmed", first.sent_at)
+    assert len(await mails(catcher)) == 1
+
+
+async def test_a_cancelled_order_says_why(settings, sessions, catcher, mails):
+    orders = {reason: uuid.uuid4() for reason in CancelReason}
+    for reason, order_id in orders.items():
+        await handle(settings, sessions, cancelled(order_id, reason=reason))
+
+    delivered = {m["message_id"]: m for m in await mails(catcher)}
+    assert len(delivered) == len(CancelReason)
+    for reason, order_id in orders.items():
+        row = await stored(sessions, order_id)
+        assert row.kind == "order.cancelled"
+        assert CANCEL_REASONS[reason] in row.body
+        mail = delivered[row.message_id]
+        assert "cancelled" in mail["subject"]
+        # No address on the order: the customer's fallback address.
+        assert mail["to"] == ["bob@customers.mercato.test"]
+        assert CANCEL_REASONS[reason] in (await raw_mail(catcher, mail["n"])).get_content()
+
+
+async def test_an_unreachable_mail_server_is_transient_and_stores_nothing(
+    settings, sessions, catcher_settings, mails
+):
+    envelope = confirmed()
+    # No catcher runs on the configured port yet.
+    with pytest.raises(MailUnavailableError) as failure:
+        await handle(settings, sessions, envelope)
+    assert is_transient(failure.value)
+    assert await stored(sessions, envelope.order_id) is None
+
+    async with MailCatcher(catcher_settings) as catcher:
+        await handle(settings, sessions, envelope)
+        [mail] = await mails(catcher)
+    assert mail["message_id"] == f"<order-{envelope.order_id}@mercato.local>"
+    assert (await stored(sessions, envelope.order_id)).sent_at is not None
+
+
+class _Refusing:
+    """An SMTP server that refuses the recipient: temporarily (4xx) or for good (5xx)."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        return self.reply
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "transient"),
+    [
+        ("451 4.3.0 try again later", MailUnavailableError, True),
+        ("550 5.1.1 no such user", MailRejectedError, False),
+    ],
+)
+async def test_refusals_are_sorted_into_retry_and_give_up(
+    settings, sessions, reply, error, transient
+):
+    loop = asyncio.get_running_loop()
+    port = free_port()
+    server = await loop.create_server(
+        lambda: SMTP(_Refusing(reply), hostname="refusing", loop=loop), "127.0.0.1", port
+    )
+    try:
+        envelope = confirmed()
+        with pytest.raises(error) as failure:
+            await handle(settings.model_copy(update={"smtp_port": port}), sessions, envelope)
+        assert is_transient(failure.value) is transient
+        assert await stored(sessions, envelope.order_id) is None
+    finally:
+        server.close()
+        await server.wait_closed()
