@@ -72,3 +72,11 @@ async def test_identity_is_required(client):
 async def test_bad_paging_is_a_problem(client, notifications, sign, query):
     body = assert_problem(await client.get(f"/api/v1/notifications?{query}", headers=sign()), 422)
     assert body["errors"]
+
+
+async def test_filter_by_order(client, notifications, sign):
+    everything = (await client.get("/api/v1/notifications", headers=sign("alice"))).json()
+    order_id = everything["items"][0]["order_id"]
+    one = await client.get(f"/api/v1/notifications?order_id={order_id}", headers=sign("alice"))
+    assert [n["order_id"] for n in one.json()["items"]] == [order_id]
+    assert_problem(await client.get("/api/v1/notifications?order_id=x", headers=sign()), 422)

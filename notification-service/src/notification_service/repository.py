@@ -14,11 +14,18 @@ from notification_service.models import Notification
 
 
 async def list_notifications(
-    session: AsyncSession, *, customer_id: str | None, limit: int, offset: int
+    session: AsyncSession,
+    *,
+    customer_id: str | None,
+    order_id: uuid.UUID | None = None,
+    limit: int,
+    offset: int,
 ) -> Sequence[Notification]:
     query = select(Notification).order_by(Notification.created_at.desc(), Notification.id)
     if customer_id is not None:
         query = query.where(Notification.customer_id == customer_id)
+    if order_id is not None:
+        query = query.where(Notification.order_id == order_id)
     result = await session.execute(query.limit(limit).offset(offset))
     return result.scalars().all()
 

@@ -26,6 +26,7 @@ async def list_notifications(
     sessions: async_sessionmaker[AsyncSession],
     identity: Identity,
     customer_id: str | None,
+    order_id: uuid.UUID | None = None,
     limit: int,
     offset: int,
 ) -> NotificationPage:
@@ -33,7 +34,7 @@ async def list_notifications(
     owner = customer_id if identity.is_admin else identity.subject
     async with transaction(sessions) as session:
         rows = await repository.list_notifications(
-            session, customer_id=owner, limit=limit, offset=offset
+            session, customer_id=owner, order_id=order_id, limit=limit, offset=offset
         )
     return NotificationPage(
         items=[NotificationRead.model_validate(row) for row in rows], limit=limit, offset=offset

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -19,10 +20,16 @@ async def list_notifications(
     identity: CurrentIdentity,
     sessions: Sessions,
     customer_id: Annotated[str | None, Query(description="admins only: one customer's")] = None,
+    order_id: Annotated[uuid.UUID | None, Query(description="one order's notification")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> NotificationPage:
     """The caller's notifications, newest first."""
     return await service.list_notifications(
-        sessions=sessions, identity=identity, customer_id=customer_id, limit=limit, offset=offset
+        sessions=sessions,
+        identity=identity,
+        customer_id=customer_id,
+        order_id=order_id,
+        limit=limit,
+        offset=offset,
     )
