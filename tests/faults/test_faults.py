@@ -1,0 +1,201 @@
+"""Faults during runs of 200 orders on one shared system; after each, every order is
+terminal and `mercato check` is green (each run's demo waits for the end itself)."""
+
+import asyncio
+import subprocess
+import uuid
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from mercato_ops.check import run_check
+from mercato_ops.demo import run_demo
+from mercato_ops.dlq import list_letters
+from tests.e2e.processes import Process
+from tests.infra import KAFKA, REPO, eventually, free_port
+from tests.kafka_tools import read_topic
+
+pytestmark = pytest.mark.e2e
+ORDERS = 200
+PARTITIONS = 6  # the fixture's topics
+
+
+async def _green(system):
+    async def checked():
+        report = await run_check(system.ops_settings())
+        return report if report.ok else None
+
+    try:
+        return await eventually(checked, within=60, interval=1)
+    except AssertionError:
+        report = await run_check(system.ops_settings())
+        pytest.fail("\n".join(report.violations[:30]) + "\n" + system.tails())
+
+
+async def _orders_placed(system, at_least):
+    engine = create_async_engine(system.databases["order"])
+    try:
+
+        async def enough():
+            async with engine.connect() as conn:
+                return await conn.scalar(text("SELECT count(*) FROM orders")) >= at_least
+
+        await eventually(enough, within=60, interval=0.05)
+    finally:
+        await engine.dispose()
+
+
+async def _count_orders(system):
+    engine = create_async_engine(system.databases["order"])
+    try:
+        async with engine.connect() as conn:
+            return await conn.scalar(text("SELECT count(*) FROM orders"))
+    finally:
+        await engine.dispose()
+
+
+def _demo(system, dev_secret):
+    return asyncio.create_task(
+        run_demo(system.gateway_url, ORDERS, secret_file=dev_secret, within=240)
+    )
+
+
+async def test_each_worker_killed_mid_run_and_restarted(system, dev_secret):
+    start = await _count_orders(system)
+    demo = _demo(system, dev_secret)
+    for service in ("order", "inventory", "payment", "notification"):
+        await _orders_placed(system, start + 40)
+        system.kill(f"{service}-worker")
+        await system.restart(f"{service}-worker")
+        start += 40
+    outcomes = await demo
+    assert len(outcomes) == ORDERS
+    await _green(system)
+
+
+async def test_kafka_stopped_for_20_seconds(system, dev_secret):
+    stack = str(REPO / "deploy/local/stack.sh")
+    start = await _count_orders(system)
+    demo = _demo(system, dev_secret)
+    await _orders_placed(system, start + 50)
+    await asyncio.to_thread(subprocess.run, ["bash", stack, "stop", "kafka"], check=True)
+    try:
+        # Orders keep being accepted: the API writes to its outbox, not to Kafka.
+        await _orders_placed(system, start + 100)
+        await asyncio.sleep(20)  # the outage itself, as the scenario defines it
+    finally:
+        await asyncio.to_thread(subprocess.run, ["bash", stack, "start", "kafka"], check=True)
+    outcomes = await demo
+    assert len(outcomes) == ORDERS
+    await _green(system)
+
+
+async def test_two_order_workers_relay_and_consume_at_once(system, dev_secret):
+    port = free_port()
+    logs = system.workdir / "second"
+    logs.mkdir(exist_ok=True)
+    second = Process(
+        "order-worker",
+        system.env["order"] | {"ORDER_WORKER_PORT": str(port)},
+        health_port=port,
+        logs=logs,
+    )
+    second.start()
+    try:
+        await second.wait_ready()
+        outcomes = await run_demo(system.gateway_url, ORDERS, secret_file=dev_secret, within=240)
+        assert len(outcomes) == ORDERS
+    finally:
+        second.stop()
+    await _green(system)
+
+
+async def _end_offsets(topics):
+    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA)
+    await consumer.start()
+    try:
+        return await consumer.end_offsets(
+            [TopicPartition(topic, p) for topic in topics for p in range(PARTITIONS)]
+        )
+    finally:
+        await consumer.stop()
+
+
+async def _caught_up(system):
+    """Every worker's group has committed up to the end of every topic it reads."""
+    topics = [f"{system.prefix}{t}" for t in ("orders", "inventory", "payments")]
+    ends = await _end_offsets(topics)
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        for service in ("order", "inventory", "payment", "notification"):
+            committed = await admin.list_consumer_group_offsets(f"{system.prefix}{service}-worker")
+            if any(meta.offset < ends[tp] for tp, meta in committed.items()):
+                return False
+        return True
+    finally:
+        await admin.close()
+
+
+async def test_every_event_delivered_twice_changes_nothing(system):
+    before = await _green(system)
+    topics = [f"{system.prefix}{t}" for t in ("orders", "inventory", "payments")]
+    ends = await _end_offsets(topics)
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, enable_idempotence=True)
+    await producer.start()
+    try:
+        for topic in topics:
+            total = sum(end for tp, end in ends.items() if tp.topic == topic)
+            for record in await read_topic(topic, total, within=60):
+                await producer.send(topic, value=record.value, key=record.key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    await eventually(lambda: _caught_up(system), within=90, interval=0.5)
+    after = await _green(system)
+    assert after.counts == before.counts
+
+
+async def test_sandbox_failing_half_and_timing_out(system, dev_secret):
+    async with httpx.AsyncClient(base_url=system.sandbox_url, timeout=5) as sandbox:
+        knobs = {"failure_rate": 0.5, "timeout_rate": 0.1, "hang_seconds": 2.0, "seed": 7}
+        assert (await sandbox.put("/v1/_config", json=knobs)).status_code == 200
+        try:
+            outcomes = await run_demo(
+                system.gateway_url, ORDERS, secret_file=dev_secret, within=240
+            )
+        finally:
+            reset = {"failure_rate": 0.0, "timeout_rate": 0.0}
+            await sandbox.put("/v1/_config", json=reset)
+    assert len(outcomes) == ORDERS
+    await _green(system)
+
+
+async def test_poison_message_goes_to_the_dead_letter_topics(system, dev_secret):
+    start = await _count_orders(system)
+    demo = _demo(system, dev_secret)
+    await _orders_placed(system, start + 20)
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            f"{system.prefix}orders", value=b"\x00not an event", key=str(uuid.uuid4()).encode()
+        )
+    finally:
+        await producer.stop()
+    outcomes = await demo
+    assert len(outcomes) == ORDERS
+    await _green(system)
+
+    async def dead_lettered():
+        letters = await list_letters(KAFKA, system.prefix)
+        return {letter.topic for letter in letters} >= {
+            f"{system.prefix}{s}.dlq" for s in ("inventory", "payment", "notification")
+        }
+
+    await eventually(dead_lettered, within=30, interval=0.5)
