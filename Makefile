@@ -9,7 +9,7 @@ SERVICES := deploy/local/services.sh
 PY_SOURCES := shared/src gateway/src order-service/src inventory-service/src ops/src deploy \
 	payment-service/src notification-service/src payment-sandbox/src tests
 
-.PHONY: help install dev up down status token stack-up stack-down test lint lint-types format env-example events clean
+.PHONY: help install dev up down status token demo check dlq stack-up stack-down test lint lint-types format env-example events clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -33,6 +33,15 @@ status: ## Show which processes and servers run
 
 token: ## Print a dev bearer token: make token SUB=alice ROLES=customer[,admin]
 	@$(UV) run --locked mercato token --sub "$(or $(SUB),dev-customer)" --roles "$(or $(ROLES),customer)"
+
+demo: ## Place N orders through the gateway and wait for them: make demo N=500
+	@$(UV) run --locked mercato demo $(or $(N),100)
+
+check: ## Verify every invariant of the running system (make up first)
+	@$(UV) run --locked mercato check
+
+dlq: ## List dead letters (make dlq ACTION=replay to replay them)
+	@$(UV) run --locked mercato dlq $(or $(ACTION),list)
 
 stack-up: ## Start only Postgres, Redis and Kafka
 	bash $(STACK) start

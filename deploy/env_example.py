@@ -10,7 +10,10 @@ from pydantic_settings import BaseSettings
 from gateway.settings import GatewaySettings
 from inventory_service.settings import InventorySettings
 from notification_service.settings import NotificationSettings
+from mercato_ops.mailcatcher import MailCatcherSettings
+from mercato_ops.settings import OpsSettings
 from order_service.settings import OrderSettings
+from payment_sandbox.settings import SandboxSettings
 from payment_service.settings import PaymentSettings
 
 SETTINGS: tuple[type[BaseSettings], ...] = (
@@ -19,6 +22,9 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     InventorySettings,
     PaymentSettings,
     NotificationSettings,
+    SandboxSettings,
+    MailCatcherSettings,
+    OpsSettings,
 )
 
 
@@ -27,6 +33,8 @@ def _render(value: object) -> str:
         return value.get_secret_value()
     if isinstance(value, Enum):
         return str(value.value)
+    if isinstance(value, set | frozenset):
+        return json.dumps(sorted(_render(v) for v in value))
     if isinstance(value, list):
         return json.dumps(
             [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]

@@ -13,11 +13,13 @@ KEY_DIR="$MERCATO_STATE_DIR/keys"
 SERVICES=(order inventory payment notification)
 # process name -> health port (DESIGN.md's table)
 declare -A PORTS=(
+    [payment-sandbox]=8090 [mail-catcher]=8025
     [gateway]=8080
     [order-api]=8001 [inventory-api]=8002 [payment-api]=8003 [notification-api]=8004
     [order-worker]=9101 [inventory-worker]=9102 [payment-worker]=9103 [notification-worker]=9104
 )
 PROCESSES=(
+    payment-sandbox mail-catcher
     order-api inventory-api payment-api notification-api
     order-worker inventory-worker payment-worker notification-worker
     gateway
@@ -105,7 +107,12 @@ start_process() {
 }
 
 await_ready() {
-    local name=$1 url="http://127.0.0.1:${PORTS[$1]}/readyz"
+    local name=$1 path=/readyz
+    case $name in
+    payment-sandbox) path=/healthz ;;
+    mail-catcher) path=/api/messages ;;
+    esac
+    local url="http://127.0.0.1:${PORTS[$1]}$path"
     # shellcheck disable=SC2317 # called indirectly by wait_until
     ready() { http_ok "$url"; }
     # shellcheck disable=SC2317
@@ -128,6 +135,8 @@ Mercato is running on loopback:
   gateway           http://127.0.0.1:8080   (try: curl http://127.0.0.1:8080/api/v1/products)
   service APIs      http://127.0.0.1:8001-8004/docs   (they require the gateway's identity header)
   worker health     http://127.0.0.1:9101-9104/readyz
+  payment sandbox   http://127.0.0.1:8090/docs   (ledger: /v1/ledger)
+  mail catcher      http://127.0.0.1:8025        (SMTP on 127.0.0.1:1025)
   Postgres 127.0.0.1:$MERCATO_PG_PORT  Redis 127.0.0.1:$MERCATO_REDIS_PORT  Kafka 127.0.0.1:$MERCATO_KAFKA_PORT
   logs              $LOG_DIR
 URLS

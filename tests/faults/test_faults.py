@@ -173,7 +173,15 @@ async def test_sandbox_failing_half_and_timing_out(system, dev_secret):
             reset = {"failure_rate": 0.0, "timeout_rate": 0.0}
             await sandbox.put("/v1/_config", json=reset)
     assert len(outcomes) == ORDERS
+    reasons = {outcome.reason for outcome in outcomes}
+    assert "payment_unavailable" in reasons  # some gave up, with their keys voided
     await _green(system)
+    # The breaker opened during the outage and closed again once the sandbox recovered.
+    log = system.processes["payment-worker"].log_path.read_text()
+    assert "-> open" in log
+    recovered = await run_demo(system.gateway_url, 20, secret_file=dev_secret, within=120)
+    assert any(outcome.status == "CONFIRMED" for outcome in recovered)
+    assert "half_open -> closed" in system.processes["payment-worker"].log_path.read_text()
 
 
 async def test_poison_message_goes_to_the_dead_letter_topics(system, dev_secret):
