@@ -9,9 +9,9 @@ from pydantic_settings import BaseSettings
 
 from gateway.settings import GatewaySettings
 from inventory_service.settings import InventorySettings
-from notification_service.settings import NotificationSettings
 from mercato_ops.mailcatcher import MailCatcherSettings
 from mercato_ops.settings import OpsSettings
+from notification_service.settings import NotificationSettings
 from order_service.settings import OrderSettings
 from payment_sandbox.settings import SandboxSettings
 from payment_service.settings import PaymentSettings

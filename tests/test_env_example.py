@@ -9,7 +9,8 @@ from tests.infra import REPO
 
 def _generator():
     spec = importlib.util.spec_from_file_location("env_example", REPO / "deploy/env_example.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
