@@ -2,6 +2,7 @@
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mercato_ops.check import run_check
 from mercato_ops.demo import run_demo
@@ -77,3 +78,51 @@ async def test_demo_mix_ends_terminal_and_check_is_green(system, dev_secret):
 
     report = await eventually(all_checked, within=30, interval=0.5)
     assert report.counts["CONFIRMED"] + report.counts["CANCELLED"] >= 60
+
+    # Each process's /metrics agrees with the run: outcomes add up to the orders that ended.
+    order_api, order_worker = (
+        await _metrics(system, "order-api"),
+        await _metrics(system, "order-worker"),
+    )
+    ended = {
+        status: _sum(order_api, "mercato_saga_outcomes_total", status=status)
+        + _sum(order_worker, "mercato_saga_outcomes_total", status=status)
+        for status in ("CONFIRMED", "CANCELLED")
+    }
+    assert ended == {s: report.counts[s] for s in ("CONFIRMED", "CANCELLED")}
+    assert _sum(order_api, "mercato_http_requests_total", route="/api/v1/orders") >= 60
+    inventory = await _metrics(system, "inventory-worker")
+    handled = _sum(inventory, "mercato_events_processed_total", type="order.created")
+    assert handled == report.counts["CONFIRMED"] + report.counts["CANCELLED"]
+    assert {"mercato_outbox_backlog", "mercato_consumer_lag"} <= {f.name for f in inventory}
+
+    async def drained():
+        # Gauges are sampled once per relay round and consumer batch.
+        families = await _metrics(system, "inventory-worker")
+        lag = _sum(families, "mercato_consumer_lag")
+        return lag == 0 and _sum(families, "mercato_outbox_backlog") == 0
+
+    await eventually(drained, within=10, interval=0.2)
+    payment = await _metrics(system, "payment-worker")
+    assert _sum(payment, "mercato_breaker_state", dependency="payment-sandbox") == 0
+    gateway = await _metrics(system, "gateway")
+    assert _sum(gateway, "gateway_requests_total", route="/api/v1/orders") >= 60
+
+
+async def _metrics(system, name):
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(
+            f"http://127.0.0.1:{system.processes[name].health_port}/metrics/"
+        )
+    response.raise_for_status()
+    return list(text_string_to_metric_families(response.text))
+
+
+def _sum(families, sample_name, **labels):
+    return sum(
+        sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == sample_name
+        and all(sample.labels.get(key) == value for key, value in labels.items())
+    )

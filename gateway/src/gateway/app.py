@@ -8,17 +8,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
 import aiohttp
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Counter, Gauge, make_asgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from gateway.access import AccessPolicy, Verdict
-from gateway.asgi import Receive, Scope, Send, send_problem
+from gateway.asgi import Message, Receive, Scope, Send, send_problem
 from gateway.auth import AuthenticationError, Authenticator, KeysUnavailableError
 from gateway.clientip import client_ip, parse_networks
 from gateway.compose import DETAILS, order_details
@@ -57,6 +58,19 @@ class Gateway:
             "gateway_upstream_breaker_transitions",
             "Breaker state changes per upstream instance",
             ["instance", "to"],
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "gateway_requests",
+            "Requests answered, by route prefix and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Time to answer a routed request (headers sent)",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
         self.upstreams = UpstreamTable(
@@ -130,9 +144,27 @@ class Gateway:
         if scope["type"] == "http" and self._forwarder is not None:
             upstream = self.upstreams.match(scope["path"])
             if upstream is not None:
-                await self._handle(scope, receive, send, upstream)
+                await self._measured(scope, receive, send, upstream)
                 return
         await self.admin(scope, receive, send)
+
+    async def _measured(
+        self, scope: Scope, receive: Receive, send: Send, upstream: Upstream
+    ) -> None:
+        started = time.perf_counter()
+        status = 500
+
+        async def observe(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                self.duration.labels(upstream.prefix).observe(time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, observe, upstream)
+        finally:
+            self.requests.labels(upstream.prefix, scope["method"], str(status)).inc()
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, upstream: Upstream) -> None:
         if (

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from mercato_shared.metrics import instrument_breaker
 from mercato_shared.resilience import (
     BreakerOpenError,
     BreakerState,
@@ -110,6 +111,7 @@ class SandboxClient:
             "payment-sandbox", settings.sandbox_breaker_config(), is_failure=_is_outage
         )
         breaker.on_transition(_log_transition)
+        instrument_breaker(breaker, service=settings.service_name)
         return cls(
             base_url=settings.sandbox_url,
             timeout=httpx.Timeout(

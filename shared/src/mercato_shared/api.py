@@ -8,12 +8,14 @@ from typing import Annotated
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
+from prometheus_client import make_asgi_app
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mercato_shared.db import create_engine, create_sessionmaker, ping
 from mercato_shared.health import health_router
 from mercato_shared.identity import IdentityVerifier
 from mercato_shared.logs import configure_logging
+from mercato_shared.metrics import HttpMetrics
 from mercato_shared.problems import install_problem_handlers
 from mercato_shared.settings import ServiceSettings
 
@@ -39,6 +41,8 @@ def create_service_app(
 
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
     install_problem_handlers(app)
+    app.add_middleware(HttpMetrics, service=settings.service_name)
+    app.mount("/metrics", make_asgi_app())
 
     async def database() -> None:
         await ping(app.state.engine)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mercato_shared import inbox
 from mercato_shared.db import transaction
 from mercato_shared.events import Envelope
+from mercato_shared.metrics import CONSUMER_LAG, DEAD_LETTERS, EVENT_DURATION, EVENTS_PROCESSED
 from mercato_shared.resilience.retry import backoff_delay
 from mercato_shared.settings import ServiceSettings
 
@@ -113,9 +115,18 @@ class EventConsumer:
                         tp = TopicPartition(record.topic, record.partition)
                         self._pending[tp] = record.offset + 1
                     await self.commit_pending()
+                await self._measure_lag(consumer)
         finally:
             self._consumer = None
             await consumer.stop()
+
+    async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
+        service = self._settings.service_name
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                lag = max(0, highwater - await consumer.position(tp))
+                CONSUMER_LAG.labels(service, tp.topic, str(tp.partition)).set(lag)
 
     async def commit_pending(self) -> None:
         """Commit the offsets of every event whose transaction has committed."""
@@ -136,8 +147,11 @@ class EventConsumer:
             await self._dead_letter(record, exc)
             return
         handler = self._handlers.get(envelope.type)
+        service = self._settings.service_name
         if handler is None:
+            EVENTS_PROCESSED.labels(service, envelope.type, "ignored").inc()
             return  # another service's concern
+        started = time.perf_counter()
         attempt = 0
         while True:
             attempt += 1
@@ -154,6 +168,9 @@ class EventConsumer:
                     if fresh:
                         await handler(session, envelope)
                 self.processed += 1
+                outcome = "handled" if fresh else "duplicate"
+                EVENTS_PROCESSED.labels(service, envelope.type, outcome).inc()
+                EVENT_DURATION.labels(service, envelope.type).observe(time.perf_counter() - started)
                 return
             except Exception as exc:
                 if is_transient(exc):
@@ -193,6 +210,7 @@ class EventConsumer:
                     headers=headers,
                 )
                 self.dead_lettered += 1
+                DEAD_LETTERS.labels(self._settings.service_name, record.topic).inc()
                 log.error(
                     "dead-lettered %s",
                     json.dumps({"topic": record.topic, "offset": record.offset}),

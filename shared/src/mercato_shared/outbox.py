@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from mercato_shared.events import Envelope, Payload
+from mercato_shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST, OUTBOX_PUBLISHED
 from mercato_shared.tables import OUTBOX_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,14 @@ class OutboxRelay:
     def __init__(
         self,
         *,
+        service: str = "service",
         engine: AsyncEngine,
         outbox: Table,
         producer_factory: Callable[[], AIOKafkaProducer],
         batch_size: int = 100,
         poll_interval: float = 1.0,
     ) -> None:
+        self._service = service
         self._engine = engine
         self._outbox = outbox
         self._producer_factory = producer_factory
@@ -84,6 +87,8 @@ class OutboxRelay:
                 except Exception:
                     log.exception("outbox relay failed unexpectedly, will retry")
                     await self._reset_producer()
+                with contextlib.suppress(Exception):
+                    await self._measure_backlog()
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval)
@@ -126,7 +131,22 @@ class OutboxRelay:
             await asyncio.gather(*pending)
             await conn.execute(delete(outbox).where(outbox.c.id.in_([row.id for row in rows])))
         self.published += len(rows)
+        OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
         return len(rows)
+
+    async def _measure_backlog(self) -> None:
+        outbox = self._outbox
+        async with self._engine.connect() as conn:
+            count, oldest = (
+                await conn.execute(
+                    select(
+                        func.count(),
+                        func.extract("epoch", func.now() - func.min(outbox.c.created_at)),
+                    ).select_from(outbox)
+                )
+            ).one()
+        OUTBOX_BACKLOG.labels(self._service).set(count)
+        OUTBOX_OLDEST.labels(self._service).set(float(oldest or 0))
 
     async def _get_producer(self) -> AIOKafkaProducer:
         if self._producer is None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
+from prometheus_client import make_asgi_app
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -89,6 +90,7 @@ async def run_worker(spec: WorkerSpec) -> None:
     engine = create_engine(settings)
     dead_letters = _DeadLetterProducer(settings)
     relay = OutboxRelay(
+        service=settings.service_name,
         engine=engine,
         outbox=spec.outbox,
         producer_factory=lambda: create_producer(settings),
@@ -114,6 +116,7 @@ async def run_worker(spec: WorkerSpec) -> None:
 
     health = FastAPI(title=f"{settings.service_name}-worker")
     health.include_router(health_router({"database": database, "kafka": kafka}))
+    health.mount("/metrics", make_asgi_app())
     server = _EmbeddedServer(
         uvicorn.Config(
             health, host=settings.worker_host, port=settings.worker_port, log_config=None

@@ -1,0 +1,115 @@
+"""Prometheus metrics of every process, defined once per process (prometheus-client's model).
+
+Labels name the service (``order``), so one Prometheus scrape config covers every process.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mercato_shared.resilience import BreakerState, CircuitBreaker
+
+HTTP_REQUESTS = Counter(
+    "mercato_http_requests",
+    "HTTP requests served, by route template and status",
+    ["service", "method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "mercato_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["service", "method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENTS_PROCESSED = Counter(
+    "mercato_events_processed",
+    "Events consumed, by type and outcome (handled, duplicate, ignored, dead_lettered)",
+    ["service", "type", "outcome"],
+)
+EVENT_DURATION = Histogram(
+    "mercato_event_processing_seconds",
+    "Time from receiving an event to committing its transaction, retries included",
+    ["service", "type"],
+)
+CONSUMER_LAG = Gauge(
+    "mercato_consumer_lag",
+    "Records between the consumer's position and the partition's end",
+    ["service", "topic", "partition"],
+)
+DEAD_LETTERS = Counter(
+    "mercato_dead_letters", "Events sent to the dead-letter topic", ["service", "topic"]
+)
+OUTBOX_BACKLOG = Gauge("mercato_outbox_backlog", "Outbox rows not yet published", ["service"])
+OUTBOX_OLDEST = Gauge(
+    "mercato_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row", ["service"]
+)
+OUTBOX_PUBLISHED = Counter(
+    "mercato_outbox_published", "Outbox rows published to Kafka", ["service"]
+)
+BREAKER_STATE = Gauge(
+    "mercato_breaker_state",
+    "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+    ["service", "dependency"],
+)
+BREAKER_TRANSITIONS = Counter(
+    "mercato_breaker_transitions",
+    "Circuit breaker state changes",
+    ["service", "dependency", "to"],
+)
+SAGA_OUTCOMES = Counter(
+    "mercato_saga_outcomes", "Orders that reached a final state", ["status", "reason"]
+)
+SAGA_DURATION = Histogram(
+    "mercato_saga_time_to_terminal_seconds",
+    "Time from placing an order to its final state",
+    ["status"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+)
+
+_STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
+def instrument_breaker(breaker: CircuitBreaker, *, service: str) -> None:
+    """Export a breaker's state and transitions."""
+    BREAKER_STATE.labels(service, breaker.name).set(0)
+
+    def record(name: str, _: BreakerState, to: BreakerState) -> None:
+        BREAKER_STATE.labels(service, name).set(_STATE_VALUE[to])
+        BREAKER_TRANSITIONS.labels(service, name, str(to)).inc()
+
+    breaker.on_transition(record)
+
+
+class HttpMetrics:
+    """ASGI middleware counting requests by route template (never by raw path: unbounded)."""
+
+    def __init__(self, app: ASGIApp, *, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def observe(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            route: Any = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
+            HTTP_DURATION.labels(self.service, method, template).observe(
+                time.perf_counter() - started
+            )

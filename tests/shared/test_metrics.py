@@ -1,0 +1,56 @@
+"""Request metrics by route template, and counting only what commits."""
+
+import pytest
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
+
+from mercato_shared.db import after_commit, create_engine, create_sessionmaker, transaction
+from mercato_shared.metrics import HttpMetrics
+from mercato_shared.settings import ServiceSettings
+from tests.apps import client_for
+
+
+def _value(name, labels):
+    return REGISTRY.get_sample_value(name, labels) or 0
+
+
+async def test_requests_are_counted_by_route_template_not_raw_path():
+    app = FastAPI()
+
+    @app.get("/things/{thing_id}")
+    async def thing(thing_id: int) -> dict[str, int]:
+        return {"id": thing_id}
+
+    app.add_middleware(HttpMetrics, service="metrics-test")
+    labels = {"service": "metrics-test", "method": "GET", "route": "/things/{thing_id}"}
+    before_ok = _value("mercato_http_requests_total", labels | {"status": "200"})
+    before_bad = _value("mercato_http_requests_total", labels | {"status": "422"})
+    async with client_for(app) as client:
+        for n in range(3):
+            assert (await client.get(f"/things/{n}")).status_code == 200
+        assert (await client.get("/things/x")).status_code == 422
+        assert (await client.get("/nowhere")).status_code == 404
+    assert _value("mercato_http_requests_total", labels | {"status": "200"}) == before_ok + 3
+    assert _value("mercato_http_requests_total", labels | {"status": "422"}) == before_bad + 1
+    unmatched = {"service": "metrics-test", "method": "GET", "route": "unmatched", "status": "404"}
+    assert _value("mercato_http_requests_total", unmatched) >= 1
+
+
+async def test_after_commit_runs_on_commit_only(empty_db):
+    engine = create_engine(ServiceSettings(database_url=empty_db))
+    sessions = create_sessionmaker(engine)
+    seen = []
+    try:
+        async with transaction(sessions) as session:
+            after_commit(session, lambda: seen.append("committed"))
+
+        async def rolled_back():
+            async with transaction(sessions) as session:
+                after_commit(session, lambda: seen.append("rolled back"))
+                raise RuntimeError("undo")
+
+        with pytest.raises(RuntimeError, match="undo"):
+            await rolled_back()
+    finally:
+        await engine.dispose()
+    assert seen == ["committed"]
