@@ -77,3 +77,9 @@ env-example: ## Regenerate .env.example from the settings classes
 clean: ## Remove caches and the virtualenv (the stack's data stays; see deploy/local/README.md)
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+deploy-tools: ## Install the pinned deployment validators (kustomize, KEDA and Compose schemas)
+	bash deploy/tools/install.sh
+
+validate-deploy: install deploy-tools ## Validate Dockerfiles, docker-compose.yml and every k8s overlay
+	$(UV) run --locked pytest tests/deploy -q

@@ -13,8 +13,14 @@ from tests import infra
 from tests.e2e.system import SERVICES, System
 
 
+@pytest.fixture(scope="module", name="system_env")
+def system_env() -> dict[str, str]:
+    """Environment added to every process; a test module may override this fixture."""
+    return {}
+
+
 @pytest.fixture(scope="module")
-async def system(stack, keys, dev_secret, tmp_path_factory) -> AsyncIterator[System]:
+async def system(stack, keys, dev_secret, tmp_path_factory, system_env) -> AsyncIterator[System]:
     # One at a time: Alembic runs each in a thread with its own event loop.
     databases = {s: await infra.create_database(f"{s}_service") for s in SERVICES}
     prefix = infra.random_prefix()
@@ -26,6 +32,7 @@ async def system(stack, keys, dev_secret, tmp_path_factory) -> AsyncIterator[Sys
         dev_secret=dev_secret,
         databases=databases,
         prefix=prefix,
+        extra_env=system_env,
     )
     try:
         await system.start()

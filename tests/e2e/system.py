@@ -27,6 +27,7 @@ class System:
         dev_secret: Path,
         databases: dict[str, str],
         prefix: str,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.databases = databases
@@ -107,6 +108,8 @@ class System:
             "MAILCATCHER_HTTP_PORT": str(self.port["mail"]),
             "MAILCATCHER_STORE": str(workdir / "mail.jsonl"),
         }
+        for name in self.env:
+            self.env[name] |= extra_env or {}
         self.processes: dict[str, Process] = {
             "payment-sandbox": self._process("payment-sandbox", "sandbox", "sandbox"),
             "mail-catcher": self._process("mail-catcher", "mail", "mail"),

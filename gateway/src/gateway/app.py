@@ -31,8 +31,20 @@ from mercato_shared.health import health_router
 from mercato_shared.identity import IDENTITY_HEADER, Identity, issue_identity
 from mercato_shared.problems import install_problem_handlers
 from mercato_shared.resilience import BreakerState, RetryBudget
+from mercato_shared.tracing import enabled as tracing_enabled
+from mercato_shared.tracing import instrument_asgi
 
 log = logging.getLogger(__name__)
+
+
+def client_trace_configs() -> list[aiohttp.TraceConfig]:
+    """Client spans (and traceparent headers) on forwarded requests, when tracing is on."""
+    if not tracing_enabled():
+        return []
+    from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+
+    return [create_trace_config()]
+
 
 # Names of query parameters through which clients sometimes send tokens; URLs end up in logs
 # and browser histories, so a token there is refused rather than ignored.
@@ -116,7 +128,10 @@ class Gateway:
             settings.redis_url.get_secret_value(), timeout=settings.redis_timeout_seconds
         )
         async with aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+            trace_configs=client_trace_configs(),
         ) as session:
             self._session = session
             self._forwarder = Forwarder(session, max_body_bytes=settings.max_body_bytes)
@@ -275,9 +290,9 @@ def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
     settings = settings or GatewaySettings()
     gateway = Gateway(settings)
     if not settings.cors_allow_origins:
-        return gateway
+        return instrument_asgi(gateway)
     return CORSMiddleware(
-        gateway,
+        instrument_asgi(gateway),
         allow_origins=settings.cors_allow_origins,
         allow_methods=settings.cors_allow_methods,
         allow_headers=settings.cors_allow_headers,

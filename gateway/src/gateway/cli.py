@@ -5,11 +5,13 @@ import uvicorn
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from mercato_shared.logs import configure_logging
+from mercato_shared.tracing import setup_tracing
 
 
 def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level)
+    setup_tracing("gateway")
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -24,6 +24,7 @@ from mercato_shared.resilience import (
     RetryPolicy,
     retry,
 )
+from mercato_shared.tracing import enabled as tracing_enabled
 from payment_service.settings import PaymentSettings
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,10 @@ class SandboxClient:
             self._client = httpx.AsyncClient(
                 base_url=self._base_url, timeout=self._timeout, limits=self._limits
             )
+            if tracing_enabled():
+                from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+                HTTPXClientInstrumentor.instrument_client(self._client)
         return self._client
 
 

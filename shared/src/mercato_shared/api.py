@@ -8,6 +8,7 @@ from typing import Annotated
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from prometheus_client import make_asgi_app
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,6 +19,8 @@ from mercato_shared.logs import configure_logging
 from mercato_shared.metrics import HttpMetrics
 from mercato_shared.problems import install_problem_handlers
 from mercato_shared.settings import ServiceSettings
+from mercato_shared.tracing import enabled as tracing_enabled
+from mercato_shared.tracing import instrument_engine, setup_tracing
 
 
 def create_service_app(
@@ -28,6 +31,7 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
+        instrument_engine(engine)
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = create_sessionmaker(engine)
@@ -42,6 +46,8 @@ def create_service_app(
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
     install_problem_handlers(app)
     app.add_middleware(HttpMetrics, service=settings.service_name)
+    if tracing_enabled():
+        app.add_middleware(OpenTelemetryMiddleware)
     app.mount("/metrics", make_asgi_app())
 
     async def database() -> None:
@@ -65,6 +71,7 @@ Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Run a service's api under uvicorn with JSON logs (uvloop and httptools when installed)."""
     configure_logging(f"{settings.service_name}-api", settings.log_level)
+    setup_tracing(f"{settings.service_name}-api")
     uvicorn.run(
         app,
         host=settings.api_host,

@@ -12,6 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import TopicPartition
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -23,6 +24,7 @@ from mercato_shared.events import Envelope
 from mercato_shared.metrics import CONSUMER_LAG, DEAD_LETTERS, EVENT_DURATION, EVENTS_PROCESSED
 from mercato_shared.resilience.retry import backoff_delay
 from mercato_shared.settings import ServiceSettings
+from mercato_shared.tracing import context_from, tracer
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +154,24 @@ class EventConsumer:
             EVENTS_PROCESSED.labels(service, envelope.type, "ignored").inc()
             return  # another service's concern
         started = time.perf_counter()
+        with tracer.start_as_current_span(
+            f"{record.topic} process",
+            context=context_from(record.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": record.topic,
+                "messaging.kafka.offset": record.offset,
+                "mercato.event_type": envelope.type,
+                "mercato.order_id": str(envelope.order_id),
+            },
+        ):
+            await self._handle(record, envelope, handler, started)
+
+    async def _handle(
+        self, record: Any, envelope: Envelope, handler: Handler, started: float
+    ) -> None:
+        service = self._settings.service_name
         attempt = 0
         while True:
             attempt += 1

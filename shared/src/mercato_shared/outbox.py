@@ -8,10 +8,12 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
 from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -19,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from mercato_shared.events import Envelope, Payload
 from mercato_shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST, OUTBOX_PUBLISHED
 from mercato_shared.tables import OUTBOX_CHANNEL
+from mercato_shared.tracing import context_from, current_context_headers, tracer
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ async def add_event(
             key=str(envelope.order_id),
             event_type=envelope.type,
             envelope=envelope.model_dump(mode="json"),
+            # The relay publishes later, in no request's context: the row carries the trace.
+            headers=current_context_headers(),
         )
     )
     return envelope
@@ -109,7 +114,13 @@ class OutboxRelay:
                 return 0
             rows = (
                 await conn.execute(
-                    select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.envelope)
+                    select(
+                        outbox.c.id,
+                        outbox.c.topic,
+                        outbox.c.key,
+                        outbox.c.envelope,
+                        outbox.c.headers,
+                    )
                     .order_by(outbox.c.id)
                     .limit(self._batch_size)
                 )
@@ -119,15 +130,7 @@ class OutboxRelay:
             producer = await self._get_producer()
             # Send the whole batch before awaiting: the idempotent producer keeps per-partition
             # order, and the rows are deleted only when every send is acknowledged.
-            pending = [
-                await producer.send(
-                    row.topic,
-                    value=json.dumps(row.envelope).encode(),
-                    key=row.key.encode(),
-                    headers=[("event_type", str(row.envelope["type"]).encode())],
-                )
-                for row in rows
-            ]
+            pending = [await self._send(producer, row) for row in rows]
             await asyncio.gather(*pending)
             await conn.execute(delete(outbox).where(outbox.c.id.in_([row.id for row in rows])))
         self.published += len(rows)
@@ -147,6 +150,29 @@ class OutboxRelay:
             ).one()
         OUTBOX_BACKLOG.labels(self._service).set(count)
         OUTBOX_OLDEST.labels(self._service).set(float(oldest or 0))
+
+    async def _send(self, producer: AIOKafkaProducer, row: Any) -> asyncio.Future[Any]:
+        event_type = str(row.envelope["type"])
+        with tracer.start_as_current_span(
+            f"{row.topic} publish",
+            context=context_from(row.headers),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": row.topic,
+                "mercato.event_type": event_type,
+                "mercato.order_id": row.key,
+            },
+        ):
+            headers = [("event_type", event_type.encode())]
+            headers += [(k, v.encode()) for k, v in current_context_headers().items()]
+            future: asyncio.Future[Any] = await producer.send(
+                row.topic,
+                value=json.dumps(row.envelope).encode(),
+                key=row.key.encode(),
+                headers=headers,
+            )
+            return future
 
     async def _get_producer(self) -> AIOKafkaProducer:
         if self._producer is None:

@@ -25,6 +25,7 @@ from mercato_shared.kafka import create_producer
 from mercato_shared.logs import configure_logging
 from mercato_shared.outbox import OutboxRelay
 from mercato_shared.settings import ServiceSettings
+from mercato_shared.tracing import instrument_engine, setup_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ async def run_worker(spec: WorkerSpec) -> None:
     """Run until SIGTERM/SIGINT; a crashed part stops the process so its supervisor restarts it."""
     settings = spec.settings
     engine = create_engine(settings)
+    instrument_engine(engine)
     dead_letters = _DeadLetterProducer(settings)
     relay = OutboxRelay(
         service=settings.service_name,
@@ -162,4 +164,8 @@ async def run_worker(spec: WorkerSpec) -> None:
 def main(spec: WorkerSpec) -> None:
     """Console-script entry point for ``<service>-worker``."""
     configure_logging(f"{spec.settings.service_name}-worker", spec.settings.log_level)
-    asyncio.run(run_worker(spec))
+    setup_tracing(f"{spec.settings.service_name}-worker")
+    try:
+        asyncio.run(run_worker(spec))
+    finally:
+        shutdown_tracing()
