@@ -50,11 +50,23 @@ async def create_database(package: str | None) -> str:
     return url
 
 
-async def drop_database(url: str) -> None:
+async def drop_database(url: str, *, within: float = 30.0) -> None:
+    """Drop a test database, waiting out an autovacuum worker that may be visiting it.
+
+    FORCE ends our own sessions, but not an autovacuum worker's, which runs as a superuser.
+    """
     name = url.rsplit("/", 1)[1]
+    deadline = time.monotonic() + within
     conn = await _admin()
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        while True:
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
     finally:
         await conn.close()
 
