@@ -41,28 +41,3 @@ async def send_problem(
         }
     )
     await send({"type": "http.response.body", "body": payload})
-
-
-class BodyTooLargeError(Exception):
-    pass
-
-
-class ClientDisconnectedError(Exception):
-    pass
-
-
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """Read the whole request body, refusing more than ``limit`` bytes as they arrive."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnectedError
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)

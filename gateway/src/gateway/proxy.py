@@ -163,9 +163,7 @@ class Forwarder:
         """Forward one request to an instance of ``upstream`` and stream the answer back."""
         declared = header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self._max_body):
-            await send_problem(
-                send, 413, f"request body exceeds {self._max_body} bytes", slug="body-too-large"
-            )
+            await self._too_large(send)
             return
         has_body = header(scope, b"transfer-encoding") is not None or declared not in (None, b"0")
         retryable = scope["method"] in IDEMPOTENT and not has_body
@@ -279,6 +277,11 @@ class Forwarder:
         finally:
             instance.outstanding -= 1
 
+    async def _too_large(self, send: Send) -> None:
+        await send_problem(
+            send, 413, f"request body exceeds {self._max_body} bytes", slug="body-too-large"
+        )
+
     async def _failed(
         self,
         send: Send,
@@ -292,9 +295,7 @@ class Forwarder:
         if body is not None and (body.too_large or body.client_gone):
             permit.ignore()  # the client's fault, not the instance's
             if body.too_large and not started:
-                await send_problem(
-                    send, 413, f"request body exceeds {self._max_body} bytes", slug="body-too-large"
-                )
+                await self._too_large(send)
             return True
         if not permit.settled:
             permit.failure()
