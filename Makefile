@@ -7,9 +7,9 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 STACK := deploy/local/stack.sh
 SERVICES := deploy/local/services.sh
 PY_SOURCES := shared/src gateway/src order-service/src inventory-service/src ops/src deploy \
-	payment-service/src notification-service/src payment-sandbox/src tests
+	payment-service/src notification-service/src payment-sandbox/src tests bench
 
-.PHONY: help install dev up down status token demo check dlq stack-up stack-down test lint lint-types format env-example events clean
+.PHONY: help install dev up down status token demo check dlq stack-up stack-down test bench lint lint-types format env-example events clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -53,12 +53,17 @@ test: install ## Run the whole test suite (starts the servers it needs)
 	bash $(STACK) start
 	$(UV) run --locked pytest
 
+bench: install ## Run the benchmarks on loopback (under 15 min) into bench/results/: make bench [BENCH=gateway]
+	bash bench/tools.sh >/dev/null
+	bash $(STACK) start
+	$(UV) run --locked python -m bench $(BENCH)
+
 lint: install ## ruff, mypy, import-linter, shellcheck
 	$(UV) run --locked ruff check .
 	$(UV) run --locked ruff format --check .
 	$(UV) run --locked mypy $(PY_SOURCES)
 	$(UV) run --locked lint-imports
-	@if command -v shellcheck >/dev/null; then (cd deploy/local && shellcheck -x *.sh) && shellcheck .ci/run; \
+	@if command -v shellcheck >/dev/null; then (cd deploy/local && shellcheck -x *.sh) && (cd bench && shellcheck -x *.sh) && shellcheck .ci/run; \
 		else echo "shellcheck not installed: shell scripts not checked"; fi
 
 lint-types: ## mypy alone (strict)

@@ -1,0 +1,1 @@
+"""Mercato's benchmarks: `make bench` (see bench/README.md)."""
