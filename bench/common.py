@@ -16,10 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mercato_shared.settings import DEV_STATE_DIR
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
-STATE_DIR = Path(os.environ.get("MERCATO_STATE_DIR", "/var/tmp/mercato"))
+STATE_DIR = Path(os.environ.get("MERCATO_STATE_DIR", str(DEV_STATE_DIR)))
 TOOLS_BIN = Path(os.environ.get("MERCATO_TOOLS_DIR", str(STATE_DIR / "tools"))) / "bin"
 
 
@@ -36,9 +38,7 @@ def tool(name: str) -> str:
 
 def _first_line(command: Sequence[str]) -> str:
     try:
-        done = subprocess.run(  # noqa: S603 - fixed argument lists of our own tools
-            command, capture_output=True, text=True, timeout=10, check=False
-        )
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return "unavailable"
     lines = (done.stdout or done.stderr).strip().splitlines()
