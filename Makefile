@@ -9,7 +9,7 @@ SERVICES := deploy/local/services.sh
 PY_SOURCES := shared/src gateway/src order-service/src inventory-service/src ops/src deploy \
 	payment-service/src notification-service/src payment-sandbox/src tests bench
 
-.PHONY: help install dev up down status token demo check dlq stack-up stack-down test bench lint lint-types format env-example events clean
+.PHONY: help install dev up down status token demo check dlq stack-up stack-down traces trace test bench lint lint-types format env-example events clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -48,6 +48,13 @@ stack-up: ## Start only Postgres, Redis and Kafka
 
 stack-down: ## Stop Postgres, Redis and Kafka
 	bash $(STACK) stop
+
+traces: ## Build Jaeger once (several minutes) so make dev / make up trace into it
+	bash deploy/local/jaeger.sh install
+	@echo "Jaeger is built; the next make dev / make up starts it (MERCATO_TRACES=off to skip)"
+
+trace: ## Print an order's trace from the stack's Jaeger: make trace ORDER=<order or trace id>
+	@$(UV) run --locked python deploy/local/trace.py "$(ORDER)"
 
 test: install ## Run the whole test suite (starts the servers it needs)
 	bash $(STACK) start

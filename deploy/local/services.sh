@@ -10,6 +10,10 @@ source "$STACK_DIR/lib.sh"
 
 VENV_BIN="${MERCATO_VENV_BIN:-$REPO_DIR/.venv/bin}"
 KEY_DIR="$MERCATO_STATE_DIR/keys"
+JAEGER="$STACK_DIR/jaeger.sh"
+# auto: trace into Jaeger when `make traces` has built it; on: build it first if missing
+# (several minutes, once); off: no trace backend, no exporter.
+MERCATO_TRACES="${MERCATO_TRACES:-auto}"
 SERVICES=(order inventory payment notification)
 # process name -> health port (DESIGN.md's table)
 declare -A PORTS=(
@@ -27,14 +31,16 @@ PROCESSES=(
 
 usage() {
     cat >&2 <<USAGE
-usage: $(basename "$0") {run|start|stop|status}
+usage: $(basename "$0") {run|start|stop|status|env}
 
-  run     start everything (servers, migrations, demo catalogue, processes) and
-          stay in the foreground following the logs; Ctrl-C stops it all
+  run     start everything (servers, migrations, demo catalogue, processes and,
+          when built, Jaeger) and stay in the foreground following the logs;
+          Ctrl-C stops it all
   start   the same, in the background
-  stop    stop the processes, then the servers
+  stop    stop the processes, then Jaeger and the servers
   status  one line per process and server
-Logs: $LOG_DIR
+  env     print, as export lines, the environment start gives the processes
+Logs: $LOG_DIR   Traces: MERCATO_TRACES=$MERCATO_TRACES (auto, on or off)
 USAGE
     exit 2
 }
@@ -56,6 +62,9 @@ ensure_keys() {
     info "generated a development identity key pair in $KEY_DIR"
 }
 
+# Every variable export_env sets, for `env`.
+EXPORTED=()
+
 export_env() {
     local svc upper
     for svc in "${SERVICES[@]}"; do
@@ -66,8 +75,61 @@ export_env() {
         export "$var=${!var:-127.0.0.1:$MERCATO_KAFKA_PORT}"
         var="${upper}_IDENTITY_PUBLIC_KEY_FILE"
         export "$var=${!var:-$KEY_DIR/identity.pub.pem}"
+        EXPORTED+=("${upper}_DATABASE_URL" "${upper}_KAFKA_BOOTSTRAP_SERVERS" "$var")
     done
     export GATEWAY_IDENTITY_PRIVATE_KEY_FILE="${GATEWAY_IDENTITY_PRIVATE_KEY_FILE:-$KEY_DIR/identity.pem}"
+    EXPORTED+=(GATEWAY_IDENTITY_PRIVATE_KEY_FILE)
+    local endpoint
+    endpoint=$(traces_endpoint)
+    if [[ -n ${OTEL_EXPORTER_OTLP_TRACES_ENDPOINT:-} ]]; then
+        EXPORTED+=(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+    elif [[ -n $endpoint ]]; then
+        # The base URL: every process's OTLP/HTTP exporter appends /v1/traces.
+        export OTEL_EXPORTER_OTLP_ENDPOINT="$endpoint"
+        EXPORTED+=(OTEL_EXPORTER_OTLP_ENDPOINT)
+    fi
+}
+
+# An endpoint set by the caller (their own collector) wins over Jaeger.
+user_endpoint() { printf '%s\n' "${OTEL_EXPORTER_OTLP_TRACES_ENDPOINT:-${OTEL_EXPORTER_OTLP_ENDPOINT:-}}"; }
+
+# Whether start runs Jaeger: not when traces are off or go elsewhere, nor before it is built
+# (unless MERCATO_TRACES=on, which builds it).
+jaeger_wanted() {
+    [[ -z $(user_endpoint) ]] || return 1
+    case $MERCATO_TRACES in
+    off) return 1 ;;
+    on) return 0 ;;
+    *) bash "$JAEGER" installed ;;
+    esac
+}
+
+# traces_endpoint: where the processes send spans; empty for no tracing.
+traces_endpoint() {
+    if [[ -n $(user_endpoint) ]]; then
+        user_endpoint
+    elif jaeger_wanted; then
+        bash "$JAEGER" endpoint
+    fi
+}
+
+# Jaeger starts before the processes, so their first spans have somewhere to go. Traces are
+# a convenience: when Jaeger cannot start, the system still comes up, untraced, and says so.
+TRACES_NOTE=
+start_traces() {
+    if [[ -n $(user_endpoint) ]]; then
+        TRACES_NOTE="sent to $(user_endpoint) (your OTEL_EXPORTER_OTLP_* setting; Jaeger not started)"
+    elif [[ $MERCATO_TRACES == off ]]; then
+        TRACES_NOTE="off (MERCATO_TRACES=off)"
+    elif ! jaeger_wanted; then
+        TRACES_NOTE="off: Jaeger is not built; 'make traces' builds it once (several minutes), then restart"
+    elif bash "$JAEGER" install && bash "$JAEGER" start; then
+        TRACES_NOTE=
+    else
+        warn "Jaeger did not start; running without traces (log: $LOG_DIR/jaeger.log)"
+        TRACES_NOTE="off: Jaeger did not start (log: $LOG_DIR/jaeger.log)"
+        MERCATO_TRACES=off
+    fi
 }
 
 migrate() {
@@ -124,19 +186,32 @@ cmd_start() {
     ensure_state_dirs
     bash "$STACK_DIR/stack.sh" start
     ensure_keys
+    start_traces
     export_env
     migrate
     local name
     for name in "${PROCESSES[@]}"; do start_process "$name"; done
     for name in "${PROCESSES[@]}"; do await_ready "$name"; done
+    print_urls
+}
+
+print_urls() {
+    local traces=$TRACES_NOTE
+    if [[ -z $traces ]]; then
+        traces="make trace ORDER=<id>   (Jaeger's query API: $(bash "$JAEGER" query-url)/api/traces;
+                    this build has no web UI, see docs/observability.md)"
+    fi
     cat <<URLS
 
 Mercato is running on loopback:
   gateway           http://127.0.0.1:8080   (try: curl http://127.0.0.1:8080/api/v1/products)
+  token             TOKEN=\$(make -s token SUB=alice ROLES=customer)   (then -H "Authorization: Bearer \$TOKEN")
+  traces            $traces
+  mail catcher      http://127.0.0.1:8025        (SMTP on 127.0.0.1:1025)
+  metrics           http://127.0.0.1:8080/metrics/, :8001-8004/metrics/ (apis), :9101-9104/metrics/ (workers)
   service APIs      http://127.0.0.1:8001-8004/docs   (they require the gateway's identity header)
   worker health     http://127.0.0.1:9101-9104/readyz
   payment sandbox   http://127.0.0.1:8090/docs   (ledger: /v1/ledger)
-  mail catcher      http://127.0.0.1:8025        (SMTP on 127.0.0.1:1025)
   Postgres 127.0.0.1:$MERCATO_PG_PORT  Redis 127.0.0.1:$MERCATO_REDIS_PORT  Kafka 127.0.0.1:$MERCATO_KAFKA_PORT
   logs              $LOG_DIR
 URLS
@@ -156,6 +231,8 @@ cmd_stop() {
     local i
     # Reverse order: the gateway first, so no request reaches a stopping service.
     for ((i = ${#PROCESSES[@]} - 1; i >= 0; i--)); do stop_process "${PROCESSES[i]}"; done
+    # After the processes, which flush their last spans as they exit.
+    bash "$JAEGER" stop
     bash "$STACK_DIR/stack.sh" stop
 }
 
@@ -170,8 +247,16 @@ cmd_status() {
             rc=1
         fi
     done
+    # Jaeger not running only counts as a failure where start would have run it.
+    bash "$JAEGER" status || { jaeger_wanted && rc=1; }
     bash "$STACK_DIR/stack.sh" status || rc=1
     return "$rc"
+}
+
+cmd_env() {
+    export_env
+    local var
+    for var in "${EXPORTED[@]}"; do printf 'export %s=%q\n' "$var" "${!var}"; done
 }
 
 cmd_run() {
@@ -192,5 +277,6 @@ run) cmd_run ;;
 start) cmd_start ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
+env) cmd_env ;;
 *) usage ;;
 esac
