@@ -208,7 +208,7 @@ Mercato is running on loopback:
   token             TOKEN=\$(make -s token SUB=alice ROLES=customer)   (then -H "Authorization: Bearer \$TOKEN")
   traces            $traces
   mail catcher      http://127.0.0.1:8025        (SMTP on 127.0.0.1:1025)
-  metrics           http://127.0.0.1:8080/metrics/, :8001-8004/metrics/ (apis), :9101-9104/metrics/ (workers)
+  metrics           http://127.0.0.1:8080/metrics, :8001-8004/metrics (apis), :9101-9104/metrics (workers)
   service APIs      http://127.0.0.1:8001-8004/docs   (they require the gateway's identity header)
   worker health     http://127.0.0.1:9101-9104/readyz
   payment sandbox   http://127.0.0.1:8090/docs   (ledger: /v1/ledger)

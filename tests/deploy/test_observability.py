@@ -255,8 +255,8 @@ def test_prometheus_scrapes_every_process_on_its_compose_port(compose: dict[str,
     for name, port in expected.items():
         target = f"{name}:{port}"
         assert target in scraped, f"Prometheus does not scrape {target}"
-        # The exporters are mounted at /metrics/ (mercato_shared.api, .worker, the gateway).
-        assert scraped[target]["job"].get("metrics_path") == "/metrics/", target
+        # Every process serves /metrics, Prometheus's default path.
+        assert scraped[target]["job"].get("metrics_path", "/metrics") == "/metrics", target
         assert scraped[target]["labels"].get("process") == name, target
     for target in scraped:
         host = target.split(":")[0]

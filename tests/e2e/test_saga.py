@@ -112,7 +112,7 @@ async def test_demo_mix_ends_terminal_and_check_is_green(system, dev_secret):
 async def _metrics(system, name):
     async with httpx.AsyncClient(timeout=5) as client:
         response = await client.get(
-            f"http://127.0.0.1:{system.processes[name].health_port}/metrics/"
+            f"http://127.0.0.1:{system.processes[name].health_port}/metrics"
         )
     response.raise_for_status()
     return list(text_string_to_metric_families(response.text))

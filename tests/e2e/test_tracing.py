@@ -13,6 +13,11 @@ from tests.infra import eventually
 pytestmark = pytest.mark.e2e
 
 WORKERS = ("order-worker", "inventory-worker", "payment-worker", "notification-worker")
+PROBE_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+def _text_of(span) -> str:
+    return " ".join([span.name, *(str(value) for value in span.attributes.values())])
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +68,17 @@ async def test_one_order_is_one_trace_across_every_process(system, receiver, dev
     assert by_id[publish.parent_span_id].service == "order-api"
     # The sandbox call is a client span inside payment's consumer span.
     assert any(s.service == "payment-worker" and s.kind == 3 for s in in_trace)  # CLIENT
+
+    # One server span per request: FastAPI's own tracing stays off beside the middleware's.
+    assert len([s for s in in_trace if s.service == "order-api" and s.kind == 2]) == 1  # SERVER
+
+    # Database statements are spans too, in the api and in every worker's handling.
+    queried = {s.service for s in in_trace if s.attributes.get("db.system") == "postgresql"}
+    assert {"order-api", *WORKERS} <= queried
+
+    # Probes and scrapes make no traces: they would bury the real ones.
+    probes = [s for s in receiver.spans if any(p in _text_of(s) for p in PROBE_PATHS)]
+    assert probes == []
 
     # Log lines carry the same trace id as the spans.
     logged = [

@@ -34,6 +34,7 @@ def settings(keys, dev_secret, upstreams, stack):
             ),
             RouteConfig(prefix="/api/v1/products", upstreams=[a.url]),
             RouteConfig(prefix="/api/v1/payments", upstreams=[f"http://127.0.0.1:{free_port()}"]),
+            RouteConfig(prefix="/api/v1/notifications", upstreams=[a.url], rate_limited=False),
         ],
     )
 
@@ -82,7 +83,8 @@ async def test_forwards_request_with_a_signed_identity_and_clean_headers(client,
     )
     assert identity.subject == "alice"
     assert identity.roles == frozenset({Role.CUSTOMER})
-    assert identity.request_id == "req-123"
+    # The request id travels beside the token, which is reused across a caller's requests.
+    assert identity.request_id is None
     assert "keep-alive" not in response.headers
     assert response.headers["x-upstream"] in {"a", "b"}
     assert response.headers["x-request-id"] == "req-123"
@@ -98,6 +100,27 @@ async def test_public_route_is_forwarded_as_anonymous_with_a_fresh_request_id(cl
         echoed["x-mercato-identity"]
     )
     assert (identity.subject, identity.roles) == ("anonymous", frozenset())
+
+
+async def test_a_callers_identity_token_is_signed_once_and_reused(client, bearer, keys):
+    def token(response):
+        return response.json()["headers"]["x-mercato-identity"]
+
+    first = await client.get("/api/v1/orders", headers=bearer)
+    second = await client.get("/api/v1/orders", headers=bearer | {"X-Request-Id": "other"})
+    anonymous = await client.get("/api/v1/products")
+    assert token(first) == token(second)
+    assert token(anonymous) != token(first)
+    assert second.json()["headers"]["x-request-id"] == "other"
+
+
+async def test_a_route_can_be_exempt_from_rate_limiting(client, bearer):
+    limited = await client.get("/api/v1/orders", headers=bearer)
+    exempt = await client.get("/api/v1/notifications", headers=bearer)
+    assert limited.status_code == exempt.status_code == 200
+    assert "ratelimit-policy" in limited.headers
+    assert "ratelimit-policy" not in exempt.headers
+    assert "ratelimit" not in exempt.headers
 
 
 async def test_round_robin_over_instances(client, bearer):
@@ -138,7 +161,7 @@ async def test_unreachable_upstream_is_502_and_slow_one_504(client, upstreams, b
 async def test_own_health_and_metrics_endpoints(client):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     assert (await client.get("/readyz")).status_code == 200
-    metrics = await client.get("/metrics/")
+    metrics = await client.get("/metrics")
     assert "gateway_ratelimit_decisions_total" in metrics.text
 
 

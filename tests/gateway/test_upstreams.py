@@ -77,7 +77,7 @@ async def test_breaker_opens_fails_fast_half_opens_with_bounded_probes_and_close
         upstream.delay = 0
         for _ in range(3):
             assert (await client.get(ORDERS, headers=bearer)).status_code == 200
-        metrics = (await client.get("/metrics/")).text
+        metrics = (await client.get("/metrics")).text
         assert 'gateway_upstream_breaker_transitions_total{instance="' in metrics
 
 

@@ -5,7 +5,7 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from mercato_shared.db import after_commit, create_engine, create_sessionmaker, transaction
-from mercato_shared.metrics import HttpMetrics
+from mercato_shared.metrics import HttpMetrics, expose_metrics
 from mercato_shared.settings import ServiceSettings
 from tests.apps import client_for
 
@@ -54,3 +54,13 @@ async def test_after_commit_runs_on_commit_only(empty_db):
     finally:
         await engine.dispose()
     assert seen == ["committed"]
+
+
+async def test_metrics_are_served_at_the_scrapers_default_path_without_a_redirect():
+    app = FastAPI()
+    expose_metrics(app)
+    async with client_for(app) as client:
+        response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "mercato_http_requests_total" in response.text

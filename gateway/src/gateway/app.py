@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 import aiohttp
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
@@ -23,16 +23,18 @@ from gateway.asgi import Message, Receive, Scope, Send, send_problem
 from gateway.auth import AuthenticationError, Authenticator, KeysUnavailableError
 from gateway.clientip import client_ip, parse_networks
 from gateway.compose import DETAILS, order_details
+from gateway.identity import IdentitySigner
 from gateway.proxy import Forwarder, header, request_id_of
 from gateway.ratelimit import RateLimiter, rate_limit_headers, redis_client
 from gateway.settings import GatewaySettings
 from gateway.upstreams import Upstream, UpstreamTable
 from mercato_shared.health import health_router
-from mercato_shared.identity import IDENTITY_HEADER, Identity, issue_identity
+from mercato_shared.identity import IDENTITY_HEADER, Identity
+from mercato_shared.metrics import expose_metrics
 from mercato_shared.problems import install_problem_handlers
 from mercato_shared.resilience import BreakerState, RetryBudget
+from mercato_shared.tracing import FASTAPI_TELEMETRY, instrument_asgi
 from mercato_shared.tracing import enabled as tracing_enabled
-from mercato_shared.tracing import instrument_asgi
 
 log = logging.getLogger(__name__)
 
@@ -98,19 +100,23 @@ class Gateway:
                 for config in settings.routes
             ]
         )
+        self._durations = {u.prefix: self.duration.labels(u.prefix) for u in self.upstreams}
+        self._request_counters: dict[tuple[str, str, int], Counter] = {}
         self.access = AccessPolicy(settings.access)
         self.policies = {policy.name: policy for policy in settings.rate_limits}
         self.trusted_proxies = parse_networks(settings.trusted_proxies)
-        self._private_key = b""
+        self._signer: IdentitySigner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._forwarder: Forwarder | None = None
         self._authenticator: Authenticator | None = None
         self._limiter: RateLimiter | None = None
-        self.admin = FastAPI(title="Mercato gateway", lifespan=self._lifespan)
+        self.admin = FastAPI(
+            title="Mercato gateway", lifespan=self._lifespan, telemetry=FASTAPI_TELEMETRY
+        )
         install_problem_handlers(self.admin)
         # Ready without Redis too: rate limiting then falls back per process.
         self.admin.include_router(health_router({}))
-        self.admin.mount("/metrics", make_asgi_app(registry=self.registry))
+        expose_metrics(self.admin, self.registry)
 
     def _on_breaker_transition(self, name: str, _: BreakerState, to: BreakerState) -> None:
         log.warning("breaker of %s is now %s", name, to)
@@ -120,7 +126,11 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
         settings = self.settings
-        self._private_key = settings.identity_private_key_file.read_bytes()
+        self._signer = IdentitySigner(
+            settings.identity_private_key_file.read_bytes(),
+            issuer=settings.identity_issuer,
+            ttl_seconds=settings.identity_ttl_seconds,
+        )
         connector = aiohttp.TCPConnector(
             limit=settings.upstream_connections, keepalive_timeout=30, ttl_dns_cache=60
         )
@@ -168,18 +178,27 @@ class Gateway:
     ) -> None:
         started = time.perf_counter()
         status = 500
+        duration = self._durations[upstream.prefix]
 
         async def observe(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                self.duration.labels(upstream.prefix).observe(time.perf_counter() - started)
+                duration.observe(time.perf_counter() - started)
             await send(message)
 
         try:
             await self._handle(scope, receive, observe, upstream)
         finally:
-            self.requests.labels(upstream.prefix, scope["method"], str(status)).inc()
+            key = (upstream.prefix, scope["method"], status)
+            counter = self._request_counters.get(key)
+            if counter is None:
+                # Looking a labelled child up takes a lock and builds its label tuple; the
+                # set of routes, methods and statuses is small, so children are kept.
+                counter = self._request_counters[key] = self.requests.labels(
+                    upstream.prefix, scope["method"], str(status)
+                )
+            counter.inc()
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, upstream: Upstream) -> None:
         if (
@@ -210,28 +229,12 @@ class Gateway:
             ],
             self.trusted_proxies,
         )
-        authenticated = identity is not ANONYMOUS
-        policy_name = upstream.config.rate_limit or ("user" if authenticated else "anonymous")
-        policy = self.policies[policy_name]
-        assert self._limiter is not None  # noqa: S101 - set in lifespan with the forwarder
-        decision = await self._limiter.check(
-            policy, f"user:{identity.subject}" if authenticated else f"ip:{ip}"
-        )
-        limit_headers = rate_limit_headers(decision)
-        if not decision.allowed:
-            await send_problem(
-                send, 429, "rate limit exceeded", slug="rate-limited", headers=limit_headers
-            )
+        limit_headers = await self._rate_limit(send, upstream, identity, ip)
+        if limit_headers is None:
             return
         request_id = request_id_of(scope)
-        token = issue_identity(
-            self._private_key,
-            subject=identity.subject,
-            roles=identity.roles,
-            issuer=self.settings.identity_issuer,
-            request_id=request_id,
-            ttl_seconds=self.settings.identity_ttl_seconds,
-        )
+        assert self._signer is not None  # noqa: S101 - set in lifespan with the forwarder
+        token = self._signer.token_for(identity)
         response_headers = [*limit_headers, (b"x-request-id", request_id.encode())]
         details = DETAILS.match(path)
         if details is not None and method == "GET" and self._session is not None:
@@ -255,6 +258,27 @@ class Gateway:
             client_ip=ip,
             response_headers=response_headers,
         )
+
+    async def _rate_limit(
+        self, send: Send, upstream: Upstream, identity: Identity, ip: str
+    ) -> list[tuple[bytes, bytes]] | None:
+        """The RateLimit headers for an admitted request, or None once a 429 is sent."""
+        if not upstream.config.rate_limited:
+            return []
+        authenticated = identity is not ANONYMOUS
+        policy_name = upstream.config.rate_limit or ("user" if authenticated else "anonymous")
+        assert self._limiter is not None  # noqa: S101 - set in lifespan with the forwarder
+        decision = await self._limiter.check(
+            self.policies[policy_name],
+            f"user:{identity.subject}" if authenticated else f"ip:{ip}",
+        )
+        limit_headers = rate_limit_headers(decision)
+        if not decision.allowed:
+            await send_problem(
+                send, 429, "rate limit exceeded", slug="rate-limited", headers=limit_headers
+            )
+            return None
+        return limit_headers
 
     async def _authenticate(self, scope: Scope, send: Send) -> Identity | None:
         """The caller's identity, ANONYMOUS without a token, or None once a 401/503 is sent."""

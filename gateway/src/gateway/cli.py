@@ -1,5 +1,7 @@
 """Console script: gateway."""
 
+import gc
+
 import uvicorn
 
 from gateway.app import create_app
@@ -12,8 +14,14 @@ def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level)
     setup_tracing("gateway")
+    app = create_app(settings)
+    # The modules and the application built so far live as long as the process. Frozen, they
+    # are left out of the collector's full passes, which otherwise walk some 100,000 objects
+    # and stall every request in flight for tens of milliseconds.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -35,12 +36,10 @@ def client_ip(
     peer: str | None, x_forwarded_for: list[str], trusted_proxies: Sequence[Network]
 ) -> str:
     """The address of the first untrusted hop, walking X-Forwarded-For from the right."""
-    peer_address = parse_address(peer) if peer is not None else None
+    peer_address, peer_text = _peer(peer) if peer is not None else (None, UNKNOWN)
     if peer_address is None or not _trusted(peer_address, trusted_proxies):
         # Anyone can write X-Forwarded-For; only a trusted proxy's account of it counts.
-        if peer_address is not None:
-            return str(peer_address)
-        return peer if peer else UNKNOWN
+        return peer_text
     hops = [hop.strip() for line in x_forwarded_for for hop in line.split(",")]
     last_trusted = peer_address
     for hop in reversed(hops):
@@ -52,6 +51,14 @@ def client_ip(
             return str(address)
         last_trusted = address
     return str(last_trusted)
+
+
+@functools.lru_cache(maxsize=4096)
+def _peer(peer: str) -> tuple[Address | None, str]:
+    # A client sends many requests from one address: parsing and printing it once rather
+    # than per request is a measurable saving on the gateway's hot path.
+    address = parse_address(peer)
+    return address, str(address) if address is not None else (peer or UNKNOWN)
 
 
 def parse_address(text: str) -> Address | None:

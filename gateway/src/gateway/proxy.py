@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import uuid
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -51,6 +51,9 @@ GATEWAY_OWNED = frozenset(
         "x-request-id",
     }
 )
+# The same names as bytes: headers are filtered before anything is decoded.
+_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+_NOT_FORWARDED = frozenset(name.encode() for name in HOP_BY_HOP | GATEWAY_OWNED)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 
@@ -63,13 +66,13 @@ class ClientGoneError(Exception):
     pass
 
 
-def connection_options(raw_headers: Any) -> frozenset[str]:
+def connection_options(raw_headers: Any) -> frozenset[bytes]:
     """Header names a Connection header marks as hop-by-hop (RFC 9110 section 7.6.1)."""
     return frozenset(
         token.strip().lower()
         for name, value in raw_headers
         if name.lower() == b"connection"
-        for token in value.decode("latin-1").split(",")
+        for token in value.split(b",")
     )
 
 
@@ -83,17 +86,26 @@ def request_id_of(scope: Scope) -> str:
     value = header(scope, b"x-request-id")
     if value and len(value) <= 128 and value.isascii() and value.decode().isprintable():
         return value.decode()
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex digits, as uuid4().hex has them, without building a UUID.
+    return os.urandom(16).hex()
+
+
+def _has(raw_headers: Any, name: bytes) -> bool:
+    return any(key == name for key, _ in raw_headers)
 
 
 def _upstream_headers(
     scope: Scope, *, request_id: str, identity: str, client_ip: str
 ) -> list[tuple[str, str]]:
-    dropped = HOP_BY_HOP | GATEWAY_OWNED | connection_options(scope["headers"])
+    raw = scope["headers"]
+    dropped = _NOT_FORWARDED
+    if _has(raw, b"connection"):
+        # Rare, so the common request pays for one set lookup per header and nothing more.
+        dropped = dropped | connection_options(raw)
     headers = [
         (name.decode("latin-1"), value.decode("latin-1"))
-        for name, value in scope["headers"]
-        if name.decode("latin-1") not in dropped
+        for name, value in raw
+        if name not in dropped
     ]
     headers += [
         ("x-request-id", request_id),
@@ -254,12 +266,11 @@ class Forwarder:
                         return False
                 else:
                     permit.success()
-                dropped = HOP_BY_HOP | connection_options(response.raw_headers)
-                out = [
-                    (name.lower(), value)
-                    for name, value in response.raw_headers
-                    if name.lower().decode("latin-1") not in dropped
-                ]
+                lowered = [(name.lower(), value) for name, value in response.raw_headers]
+                dropped = _HOP_BY_HOP_BYTES
+                if _has(lowered, b"connection"):
+                    dropped = dropped | connection_options(lowered)
+                out = [(name, value) for name, value in lowered if name not in dropped]
                 await send(
                     {
                         "type": "http.response.start",
@@ -269,7 +280,12 @@ class Forwarder:
                 )
                 started = True
                 async for chunk in response.content.iter_any():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    # A small body arrives whole: ending with it saves the ASGI server a
+                    # separate, empty last message.
+                    last = response.content.at_eof()
+                    await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+                    if last:
+                        return True
                 await send({"type": "http.response.body", "body": b""})
                 return True
         except (TimeoutError, aiohttp.ClientError, BodyTooLargeError, ClientGoneError) as exc:

@@ -79,6 +79,9 @@ class RouteConfig(BaseModel):
     balancer: Literal["round_robin", "least_outstanding"] = "least_outstanding"
     # Name of a rate policy for this route; None: "user" when authenticated, else "anonymous".
     rate_limit: str | None = None
+    # False exempts the route from rate limiting (no Redis call, no RateLimit headers), for
+    # routes whose upstream limits its callers itself.
+    rate_limited: bool = True
     max_concurrent: int = Field(default=256, ge=1)
     max_retries: int = Field(default=2, ge=0, le=5)
     health_check: HealthCheckConfig = Field(default_factory=HealthCheckConfig)

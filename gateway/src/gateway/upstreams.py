@@ -21,6 +21,7 @@ from mercato_shared.resilience import (
     Permit,
     RetryBudget,
 )
+from mercato_shared.tracing import untraced
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,10 @@ class Upstream:
         raise NoInstanceError(self.prefix, max(retry_after, 1.0))
 
     def _candidates(self, exclude: set[Instance]) -> list[Instance]:
+        if len(self.instances) == 1:
+            # The common case of one instance needs neither rotation nor ordering.
+            only = self.instances[0]
+            return [only] if only.healthy and only not in exclude else []
         healthy = [i for i in self.instances if i.healthy and i not in exclude]
         if self.config.balancer == "round_robin":
             start = next(self._rotation)
@@ -122,8 +127,9 @@ class Upstream:
 
         async def probe(instance: Instance) -> None:
             try:
-                async with session.get(instance.url + check.path, timeout=timeout) as response:
-                    ok = response.status == 200
+                with untraced():
+                    async with session.get(instance.url + check.path, timeout=timeout) as resp:
+                        ok = resp.status == 200
             except (aiohttp.ClientError, TimeoutError):
                 ok = False
             instance.record_health(

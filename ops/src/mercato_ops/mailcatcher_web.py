@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from mercato_ops.mailcatcher_store import Delivery, MailStore
 from mercato_shared.problems import NotFoundError, install_problem_handlers
+from mercato_shared.tracing import FASTAPI_TELEMETRY
 
 # Long enough for any address RFC 5321 allows; longer is a client bug, not a lookup.
 _MAX_ADDRESS = 320
@@ -59,7 +60,7 @@ def _page(deliveries: list[Delivery], counts: dict[str, int]) -> str:
 
 def create_web_app(store: MailStore) -> FastAPI:
     """The catcher's HTTP API over ``store``."""
-    app = FastAPI(title="Mercato mail catcher", version="0.1.0")
+    app = FastAPI(title="Mercato mail catcher", version="0.1.0", telemetry=FASTAPI_TELEMETRY)
     install_problem_handlers(app)
 
     @app.get("/", response_class=HTMLResponse)

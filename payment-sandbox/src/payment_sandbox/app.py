@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from mercato_shared.health import health_router
 from mercato_shared.problems import install_problem_handlers
+from mercato_shared.tracing import FASTAPI_TELEMETRY
 from payment_sandbox.api import router
 from payment_sandbox.faults import Faults
 from payment_sandbox.ledger import Ledger
@@ -34,7 +35,12 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
         finally:
             ledger.close()
 
-    app = FastAPI(title="Mercato payment sandbox", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Mercato payment sandbox",
+        version="0.1.0",
+        lifespan=lifespan,
+        telemetry=FASTAPI_TELEMETRY,
+    )
     install_problem_handlers(app)
 
     async def ledger_file() -> None:

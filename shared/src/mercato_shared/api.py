@@ -9,18 +9,22 @@ from typing import Annotated
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from prometheus_client import make_asgi_app
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mercato_shared.db import create_engine, create_sessionmaker, ping
 from mercato_shared.health import health_router
 from mercato_shared.identity import IdentityVerifier
 from mercato_shared.logs import configure_logging
-from mercato_shared.metrics import HttpMetrics
+from mercato_shared.metrics import HttpMetrics, expose_metrics
 from mercato_shared.problems import install_problem_handlers
 from mercato_shared.settings import ServiceSettings
+from mercato_shared.tracing import (
+    FASTAPI_TELEMETRY,
+    UNTRACED_PATHS,
+    instrument_engine,
+    setup_tracing,
+)
 from mercato_shared.tracing import enabled as tracing_enabled
-from mercato_shared.tracing import instrument_engine, setup_tracing
 
 
 def create_service_app(
@@ -43,12 +47,12 @@ def create_service_app(
         finally:
             await engine.dispose()
 
-    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, telemetry=FASTAPI_TELEMETRY)
     install_problem_handlers(app)
     app.add_middleware(HttpMetrics, service=settings.service_name)
     if tracing_enabled():
-        app.add_middleware(OpenTelemetryMiddleware)
-    app.mount("/metrics", make_asgi_app())
+        app.add_middleware(OpenTelemetryMiddleware, excluded_urls=UNTRACED_PATHS)
+    expose_metrics(app)
 
     async def database() -> None:
         await ping(app.state.engine)

@@ -8,7 +8,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mercato_shared.resilience import BreakerState, CircuitBreaker
@@ -70,6 +74,20 @@ SAGA_DURATION = Histogram(
 )
 
 _STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
+def expose_metrics(app: Starlette, registry: CollectorRegistry = REGISTRY) -> None:
+    """Serve ``registry`` at /metrics, the path scrapers ask for by default.
+
+    A route rather than prometheus-client's ASGI app mounted there: a mount answers /metrics
+    itself with a redirect to /metrics/, which not every scraper follows.
+    """
+
+    async def metrics(request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(registry), media_type=content_type)
+
+    app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
 
 
 def instrument_breaker(breaker: CircuitBreaker, *, service: str) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from importlib.metadata import PackageNotFoundError, version
 
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -21,6 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
 
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+# Probes and scrapes arrive every few seconds from every orchestrator and Prometheus; traced,
+# they would bury the traces of real requests.
+UNTRACED_PATHS = "/healthz$,/readyz$,/metrics/?$"
+# FastAPI traces natively as soon as a tracer provider is set. The OpenTelemetry ASGI
+# middleware already makes each request's server span, and has to (the gateway's routed
+# path is plain ASGI), so FastAPI's own spans would only double every request's.
+FASTAPI_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 def enabled() -> bool:
@@ -64,7 +73,7 @@ def instrument_asgi(app: ASGIApp) -> ASGIApp:
         return app
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    return OpenTelemetryMiddleware(app)
+    return OpenTelemetryMiddleware(app, excluded_urls=UNTRACED_PATHS)
 
 
 def instrument_engine(engine: AsyncEngine) -> None:
@@ -72,7 +81,16 @@ def instrument_engine(engine: AsyncEngine) -> None:
     if enabled():
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
-        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
+        # The instrumentation declares support up to SQLAlchemy 2.0 only; it uses nothing that
+        # 2.1 changed (engine events), and without this it silently instruments nothing.
+        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
+
+
+def untraced() -> AbstractContextManager[None]:
+    """A block whose outgoing calls make no spans: the gateway's health probes, for one."""
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    return suppress_instrumentation()
 
 
 def current_context_headers() -> dict[str, str]:

@@ -70,10 +70,11 @@ class Authenticator:
     async def authenticate(self, token: str) -> Identity:
         """Verify signature, algorithm, issuer, audience and times; return who is calling."""
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            # One parse yields both the header and the claims that pick the issuer and key.
+            parts = jwt.decode_complete(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             raise AuthenticationError("malformed token") from exc
+        header, unverified = parts["header"], parts["payload"]
         issuer = self._issuers.get(str(unverified.get("iss")))
         if issuer is None:
             raise AuthenticationError("unknown issuer")

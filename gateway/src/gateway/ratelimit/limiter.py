@@ -185,6 +185,7 @@ class RateLimiter:
         self._probe_interval = probe_interval
         self._degraded = False
         self._next_probe = 0.0
+        self._decision_counters: dict[tuple[str, bool, str], Counter] = {}
 
     @property
     def degraded(self) -> bool:
@@ -245,11 +246,16 @@ class RateLimiter:
         )
 
     def _record(self, decision: Decision) -> Decision:
-        self._metrics.decisions.labels(
-            policy=decision.policy.name,
-            decision="allowed" if decision.allowed else "refused",
-            source=decision.source,
-        ).inc()
+        key = (decision.policy.name, decision.allowed, decision.source)
+        counter = self._decision_counters.get(key)
+        if counter is None:
+            # A labelled child costs a lock and a label tuple to look up; there are few.
+            counter = self._decision_counters[key] = self._metrics.decisions.labels(
+                policy=decision.policy.name,
+                decision="allowed" if decision.allowed else "refused",
+                source=decision.source,
+            )
+        counter.inc()
         return decision
 
 
