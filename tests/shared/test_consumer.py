@@ -163,3 +163,65 @@ async def test_consumer_waits_out_an_unreachable_broker(env, caplog):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_handled_offsets_are_committed_when_the_consumer_stops(env):
+    settings, sessions, producer = env
+    for _ in range(3):
+        await _publish(producer, settings.topic("orders"), _envelope().model_dump_json().encode())
+    handler = Recorder()
+    consumer = EventConsumer(
+        settings=settings,
+        topics=[settings.topic("orders")],
+        handlers={"order.created": handler},
+        sessions=sessions,
+        inbox_table=inbox,
+        dead_letters=lambda: asyncio.sleep(0, producer),
+        commit_interval=3600,
+    )
+
+    async def all_handled():
+        return consumer.processed == 3
+
+    await _run_until(consumer, all_handled)
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.consumer_group)
+    finally:
+        await admin.close()
+    assert offsets[TopicPartition(settings.topic("orders"), 0)].offset == 3
+
+
+async def test_partitions_are_handled_side_by_side(env):
+    settings, sessions, producer = env
+    topic = settings.topic("wide")
+    await ensure_topics(KAFKA, [topic], partitions=2)
+    first, second = _envelope(), _envelope()
+    await producer.send_and_wait(topic, value=first.model_dump_json().encode(), partition=0)
+    await producer.send_and_wait(topic, value=second.model_dump_json().encode(), partition=1)
+    second_handled = asyncio.Event()
+    overlapped = []
+
+    async def handler(session, envelope):
+        if envelope.id == first.id:
+            # Handled one after the other, this would wait for an event queued behind it.
+            await asyncio.wait_for(second_handled.wait(), 5)
+            overlapped.append(True)
+        else:
+            second_handled.set()
+
+    consumer = EventConsumer(
+        settings=settings,
+        topics=[topic],
+        handlers={"order.created": handler},
+        sessions=sessions,
+        inbox_table=inbox,
+        dead_letters=lambda: asyncio.sleep(0, producer),
+    )
+
+    async def both_handled():
+        return consumer.processed == 2
+
+    await _run_until(consumer, both_handled)
+    assert overlapped == [True]

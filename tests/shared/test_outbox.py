@@ -141,3 +141,36 @@ async def _listening(relay):
 
 async def _published(relay):
     return relay.published == 1
+
+
+class _WritesDuringRound(OutboxRelay):
+    """A relay whose first round sees a row committed while it runs (its NOTIFY included)."""
+
+    def __init__(self, *args, write, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._write = write
+
+    async def relay_once(self):
+        sent = await super().relay_once()
+        if self._write is not None:
+            write, self._write = self._write, None
+            await write()
+            await asyncio.sleep(0.3)  # the notification arrives before this round ends
+        return sent
+
+
+async def test_row_committed_during_a_round_is_not_left_for_the_poll(env):
+    settings, engine, sessions = env
+    relay = _WritesDuringRound(
+        engine=engine,
+        outbox=outbox,
+        producer_factory=lambda: create_producer(settings),
+        poll_interval=60,
+        write=lambda: _write(sessions, settings, uuid.uuid4()),
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        await eventually(lambda: _published(relay), within=10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -41,7 +41,7 @@ PAYMENT_REASONS = {
 
 
 async def _pending(session: AsyncSession, order_id: uuid.UUID, event: str) -> Order | None:
-    order = await repository.get_order(session, order_id, for_update=True)
+    order = await repository.lock_order(session, order_id)
     if order is None:
         # Our own outbox wrote order.created in the order's transaction: a reply about an
         # unknown order is another deployment's, or a bug; it is recorded and dropped.

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import raiseload
 
 from order_service.models import IdempotencyKey, Order, OrderStatus
 
@@ -25,6 +26,21 @@ async def get_order(
     if for_update:
         query = query.with_for_update()
     result = await session.execute(query)
+    return result.scalar_one_or_none()
+
+
+async def lock_order(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
+    """The order's row, locked, without its lines and history (touching them raises).
+
+    What the saga's handlers need: they change the row and append history, and loading both
+    collections would cost two more queries per event.
+    """
+    result = await session.execute(
+        select(Order)
+        .where(Order.id == order_id)
+        .options(raiseload(Order.lines), raiseload(Order.history))
+        .with_for_update()
+    )
     return result.scalar_one_or_none()
 
 

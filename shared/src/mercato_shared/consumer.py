@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -41,6 +42,11 @@ def is_transient(exc: BaseException) -> bool:
 
 
 MAX_TRANSIENT_BACKOFF_SECONDS = 10.0
+# Offsets go to the group coordinator at most this often while events keep coming, and at once
+# when the stream pauses. A commit per event would cost a broker round trip per event; a crash
+# redelivers at most this much, which the inbox makes harmless.
+COMMIT_INTERVAL_SECONDS = 1.0
+SHUTDOWN_COMMIT_SECONDS = 5.0
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -66,6 +72,7 @@ class EventConsumer:
         sessions: async_sessionmaker[AsyncSession],
         inbox_table: Table,
         dead_letters: Callable[[], Awaitable[AIOKafkaProducer]],
+        commit_interval: float = COMMIT_INTERVAL_SECONDS,
     ) -> None:
         self._settings = settings
         self._topics = topics
@@ -75,6 +82,8 @@ class EventConsumer:
         self._dead_letters = dead_letters
         self._consumer: AIOKafkaConsumer | None = None
         self._pending: dict[TopicPartition, int] = {}
+        self._commit_interval = commit_interval
+        self._committed_at = time.monotonic()
         self.processed = 0
         self.dead_lettered = 0
 
@@ -111,16 +120,38 @@ class EventConsumer:
         try:
             while True:
                 batches = await consumer.getmany(timeout_ms=1000, max_records=200)
-                for records in batches.values():
-                    for record in records:
-                        await self._process(record)
-                        tp = TopicPartition(record.topic, record.partition)
-                        self._pending[tp] = record.offset + 1
+                await self._process_batches(batches)
+                if not batches or time.monotonic() - self._committed_at >= self._commit_interval:
                     await self.commit_pending()
                 await self._measure_lag(consumer)
         finally:
+            # What was handled before a stop is committed, so a restart does not re-read it.
+            with contextlib.suppress(KafkaError, TimeoutError):
+                await asyncio.wait_for(self.commit_pending(), SHUTDOWN_COMMIT_SECONDS)
             self._consumer = None
             await consumer.stop()
+
+    async def _process_batches(self, batches: Mapping[TopicPartition, list[Any]]) -> None:
+        """Handle one fetch: partitions side by side, each partition's records in order.
+
+        Events of one order share a key, hence a partition, so they never overlap; events of
+        different orders may, as they do with several workers, and the handlers' row locks
+        serialise what they share. An event that waits on the database, the card processor
+        or the mail server then holds up its partition only, not the whole worker. The next
+        fetch (where rebalances happen) waits for the whole batch.
+        """
+        if len(batches) <= 1:
+            for tp, records in batches.items():
+                await self._process_partition(tp, records)
+            return
+        async with asyncio.TaskGroup() as group:
+            for tp, records in batches.items():
+                group.create_task(self._process_partition(tp, records))
+
+    async def _process_partition(self, tp: TopicPartition, records: list[Any]) -> None:
+        for record in records:
+            await self._process(record)
+            self._pending[tp] = record.offset + 1
 
     async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
         service = self._settings.service_name
@@ -132,6 +163,7 @@ class EventConsumer:
 
     async def commit_pending(self) -> None:
         """Commit the offsets of every event whose transaction has committed."""
+        self._committed_at = time.monotonic()
         if not self._pending or self._consumer is None:
             return
         offsets, self._pending = self._pending, {}

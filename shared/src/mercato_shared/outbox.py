@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -76,6 +78,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self._listener: asyncpg.Connection | None = None
+        self._measured_at = -math.inf
         self.published = 0
 
     async def run(self) -> None:
@@ -83,6 +86,10 @@ class OutboxRelay:
         try:
             while True:
                 await self._ensure_listener()
+                # Cleared before reading the table, not after: a NOTIFY for a row committed
+                # while this round runs must start another round at once. Cleared after, it
+                # would be lost, and that row would wait for the next poll.
+                self._wake.clear()
                 try:
                     while await self.relay_once() == self._batch_size:
                         pass
@@ -92,9 +99,11 @@ class OutboxRelay:
                 except Exception:
                     log.exception("outbox relay failed unexpectedly, will retry")
                     await self._reset_producer()
-                with contextlib.suppress(Exception):
-                    await self._measure_backlog()
-                self._wake.clear()
+                # A gauge, not a count per event: at most once per poll interval, so that a
+                # busy relay does not add a table scan to every round.
+                if time.monotonic() - self._measured_at >= self._poll_interval:
+                    with contextlib.suppress(Exception):
+                        await self._measure_backlog()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval)
         finally:
@@ -148,6 +157,7 @@ class OutboxRelay:
                     ).select_from(outbox)
                 )
             ).one()
+        self._measured_at = time.monotonic()
         OUTBOX_BACKLOG.labels(self._service).set(count)
         OUTBOX_OLDEST.labels(self._service).set(float(oldest or 0))
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
-from prometheus_client import make_asgi_app
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -23,9 +22,15 @@ from mercato_shared.db import create_engine, create_sessionmaker, ping
 from mercato_shared.health import health_router
 from mercato_shared.kafka import create_producer
 from mercato_shared.logs import configure_logging
+from mercato_shared.metrics import expose_metrics
 from mercato_shared.outbox import OutboxRelay
 from mercato_shared.settings import ServiceSettings
-from mercato_shared.tracing import instrument_engine, setup_tracing, shutdown_tracing
+from mercato_shared.tracing import (
+    FASTAPI_TELEMETRY,
+    instrument_engine,
+    setup_tracing,
+    shutdown_tracing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +77,15 @@ class _DeadLetterProducer:
     def __init__(self, settings: ServiceSettings) -> None:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
+        # Partitions are handled side by side: two first dead letters must not start two.
+        self._starting = asyncio.Lock()
 
     async def __call__(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            producer = create_producer(self._settings)
-            await producer.start()
-            self._producer = producer
+        async with self._starting:
+            if self._producer is None:
+                producer = create_producer(self._settings)
+                await producer.start()
+                self._producer = producer
         return self._producer
 
     async def close(self) -> None:
@@ -116,9 +124,9 @@ async def run_worker(spec: WorkerSpec) -> None:
         if not consumer.assignment:
             raise RuntimeError("no partitions assigned yet")
 
-    health = FastAPI(title=f"{settings.service_name}-worker")
+    health = FastAPI(title=f"{settings.service_name}-worker", telemetry=FASTAPI_TELEMETRY)
     health.include_router(health_router({"database": database, "kafka": kafka}))
-    health.mount("/metrics", make_asgi_app())
+    expose_metrics(health)
     server = _EmbeddedServer(
         uvicorn.Config(
             health, host=settings.worker_host, port=settings.worker_port, log_config=None
