@@ -194,12 +194,7 @@ jaeger_stop() {
         info "jaeger not running"
     else
         info "stopping jaeger (pid $pid); its in-memory traces go with it"
-        kill -TERM "$pid" 2>/dev/null || true
-        if ! wait_pid_exit "$pid" "$MERCATO_STOP_TIMEOUT"; then
-            warn "jaeger (pid $pid) did not exit within ${MERCATO_STOP_TIMEOUT}s; killing it"
-            kill -KILL "$pid" 2>/dev/null || true
-            wait_pid_exit "$pid" 10 || die "could not kill jaeger (pid $pid)"
-        fi
+        terminate jaeger "$pid"
     fi
     rm -f "$JAEGER_PIDFILE"
 }

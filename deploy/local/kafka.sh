@@ -258,13 +258,8 @@ kafka_stop() {
         info "kafka not running"
     else
         # SIGTERM triggers Kafka's controlled shutdown.
-        info "stopping kafka (pid $pid)"
-        kill -TERM "$pid" 2>/dev/null || true
-        if ! wait_pid_exit "$pid" "$MERCATO_STOP_TIMEOUT"; then
-            warn "kafka (pid $pid) did not exit within ${MERCATO_STOP_TIMEOUT}s; killing it (see $KAFKA_LOG)"
-            kill -KILL "$pid" 2>/dev/null || true
-            wait_pid_exit "$pid" 10 || die "could not kill kafka (pid $pid)"
-        fi
+        info "stopping kafka (pid $pid); log: $KAFKA_LOG"
+        terminate kafka "$pid"
     fi
     rm -f "$KAFKA_PIDFILE"
 }

@@ -168,6 +168,18 @@ wait_pid_exit() {
     done
 }
 
+# terminate NAME PID: SIGTERM, then SIGKILL if NAME has not exited within
+# MERCATO_STOP_TIMEOUT seconds. SIGTERM is each server's clean shutdown.
+terminate() {
+    local name=$1 pid=$2
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_pid_exit "$pid" "$MERCATO_STOP_TIMEOUT"; then
+        warn "$name (pid $pid) did not exit within ${MERCATO_STOP_TIMEOUT}s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_pid_exit "$pid" 10 || die "could not kill $name (pid $pid)"
+    fi
+}
+
 # ---------------------------------------------------------------------------
 # Debian packages
 # ---------------------------------------------------------------------------
