@@ -67,7 +67,12 @@ class Keys:
 
 
 def gateway_env(
-    *, port: int, upstream_port: int, keys: Keys, tracing: str | None
+    *,
+    port: int,
+    upstream_port: int,
+    keys: Keys,
+    tracing: str | None,
+    verified_cache_seconds: float = 0,
 ) -> dict[str, str]:
     """The complete environment of one gateway; ``tracing``: None, or the sampler ratio."""
     upstream = f"http://127.0.0.1:{upstream_port}"
@@ -91,6 +96,7 @@ def gateway_env(
                 "audiences": [AUDIENCE],
                 "algorithms": ["ES256"],
                 "jwks_url": f"{upstream}/jwks.json",
+                "verified_cache_seconds": verified_cache_seconds,
             }
         ],
         "RATE_LIMITS": [

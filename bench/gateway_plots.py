@@ -13,13 +13,16 @@ import matplotlib.pyplot as plt
 
 from bench.common import plot_path
 
-_ORDER = ("a", "b", "c", "d", "b_traced", "b_sampled")
+_ORDER = ("a", "b", "c", "c_cached", "d", "b_traced", "b_sampled")
+# Seven bars share each panel: labels of at most about 12 characters a line.
 _EXTRA_LABELS = {
-    "b_traced": "gateway, routing,\nevery span exported",
-    "b_sampled": "gateway, routing,\n1 span in 10",
+    "b_traced": "gateway,\nrouting,\nall spans",
+    "b_sampled": "gateway,\nrouting,\n1 span in 10",
+    "c_cached": "gateway,\nfull path,\ntoken cache",
+    "d": "upstream\ndirect",
     "a_at_gateway_rate": "nginx proxy,\nat the gateway's rate",
 }
-_COLOURS = {"a": "#4c72b0", "b": "#dd8452", "c": "#c44e52", "d": "#8c8c8c"}
+_COLOURS = {"a": "#4c72b0", "b": "#dd8452", "c": "#c44e52", "c_cached": "#e08a8c", "d": "#8c8c8c"}
 
 
 def _label(result: dict[str, Any], key: str) -> str:

@@ -5,15 +5,24 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gateway.app import create_app
-from gateway.settings import RouteConfig
+from gateway.auth import AuthenticationError, Authenticator
+from gateway.settings import IssuerConfig, RouteConfig
 from tests.apps import assert_problem, client_for
-from tests.gateway.support import EchoServer, JwksServer, claims, settings_for
+from tests.gateway.support import (
+    AUDIENCE,
+    ISSUER,
+    EchoServer,
+    JwksServer,
+    claims,
+    settings_for,
+)
 
 ORDERS = "/api/v1/orders"
 
@@ -177,3 +186,60 @@ async def test_dev_token_from_the_cli_is_accepted(client, dev_secret, capsys):
     response = await client.get(ORDERS, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
     assert main(["token", "--roles", "root"]) == 2
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _verified_cache_authenticator(clock, seconds):
+    secret = "s" * 32
+    config = IssuerConfig(
+        issuer=ISSUER,
+        audiences=[AUDIENCE],
+        algorithms=["HS256"],
+        hs256_secret=secret,
+        verified_cache_seconds=seconds,
+    )
+    authenticator = Authenticator([config], lambda: None, clock=clock)  # type: ignore[arg-type,return-value]
+    return authenticator, secret
+
+
+async def test_verified_cache_is_bounded_by_its_ttl_and_the_token_exp(monkeypatch):
+    clock = _Clock()
+    authenticator, secret = _verified_cache_authenticator(clock, 30)
+    verified = 0
+    original = authenticator._verify
+
+    async def counting(token):
+        nonlocal verified
+        verified += 1
+        return await original(token)
+
+    monkeypatch.setattr(authenticator, "_verify", counting)
+    long_lived = jwt.encode(claims(sub="bob"), secret, algorithm="HS256")
+    assert (await authenticator.authenticate(long_lived)).subject == "bob"
+    assert (await authenticator.authenticate(long_lived)).subject == "bob"
+    assert verified == 1
+    clock.now += 31  # past the TTL: verified again
+    await authenticator.authenticate(long_lived)
+    assert verified == 2
+    # exp comes before the TTL: the entry ends with the token.
+    short = jwt.encode(claims(sub="eve", exp=int(clock.now) + 5), secret, algorithm="HS256")
+    await authenticator.authenticate(short)
+    clock.now += 6
+    await authenticator.authenticate(short)
+    assert verified == 4
+
+
+async def test_verified_cache_off_verifies_every_time():
+    authenticator, secret = _verified_cache_authenticator(_Clock(), 0)
+    token = jwt.encode(claims(), secret, algorithm="HS256")
+    await authenticator.authenticate(token)
+    assert not authenticator._verified
+    with pytest.raises(AuthenticationError):
+        await authenticator.authenticate(token[:-2] + "xx")

@@ -189,3 +189,22 @@ def test_production_refuses_the_development_issuer(keys):
 
 def test_gateway_is_plain_asgi_without_cors(settings):
     assert isinstance(create_app(settings), Gateway)
+
+
+async def test_writes_one_access_line_per_request(client, bearer, caplog):
+    caplog.set_level("INFO", logger="gateway.access")
+    response = await client.get(
+        "/api/v1/products/7?mail=bob@example.com", headers={**bearer, "X-Request-Id": "req-9"}
+    )
+    assert response.status_code == 200
+    [record] = [r for r in caplog.records if r.name == "gateway.access"]
+    assert record.getMessage() == "GET /api/v1/products/7?mail=bob@example.com 200"
+    assert record.method == "GET"
+    assert record.status == 200
+    assert record.route == "/api/v1/products"
+    assert record.request_id == "req-9"
+    assert record.duration_ms >= 0
+    await client.get("/healthz")
+    [_, own] = [r for r in caplog.records if r.name == "gateway.access"]
+    assert own.getMessage() == "GET /healthz 200"
+    assert own.route is None

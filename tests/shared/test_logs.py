@@ -1,7 +1,8 @@
 import json
 import logging
+import time
 
-from mercato_shared.logs import JsonFormatter, redact
+from mercato_shared.logs import JsonFormatter, LineLogger, redact
 
 
 def test_redact_masks_bearer_tokens_jwts_and_emails():
@@ -40,3 +41,35 @@ def test_formatter_includes_redacted_exception():
     entry = json.loads(JsonFormatter("svc").format(record))
     assert "ValueError" in entry["exc"]
     assert "s3cr3t" not in entry["exc"]
+
+
+def test_redact_ignores_case_and_handles_non_ascii_text():
+    out = redact("BEARER abc.def EYJhbGci.EYJzdWIi.sig für jörg@example.de")
+    assert out == "[token] [token] für [email]"
+    assert redact("GET /api/v1/orders 200") == "GET /api/v1/orders 200"
+
+
+def test_formatter_timestamp_is_utc_iso_with_milliseconds():
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hi", (), None)
+    record.created = 1_700_000_000.1239
+    entry = json.loads(JsonFormatter("svc").format(record))
+    assert entry["ts"] == "2023-11-14T22:13:20.123+00:00"
+    assert entry["level"] == "info"
+    assert "trace_id" not in entry
+
+
+def test_line_logger_goes_through_level_and_handlers_with_redacted_fields(caplog):
+    lines = LineLogger("x.access")
+    caplog.set_level("WARNING", logger="x.access")
+    lines.info("dropped", {})
+    assert not caplog.records
+    caplog.set_level("INFO", logger="x.access")
+    lines.info("GET /a 200", {"status": 200, "path": "/a?to=bob@example.com"})
+    [record] = caplog.records
+    entry = json.loads(JsonFormatter("gateway").format(record))
+    assert entry["msg"] == "GET /a 200"
+    assert entry["logger"] == "x.access"
+    assert entry["level"] == "info"
+    assert entry["status"] == 200
+    assert entry["path"] == "/a?to=[email]"
+    assert abs(record.created - time.time()) < 60

@@ -30,6 +30,7 @@ from gateway.settings import GatewaySettings
 from gateway.upstreams import Upstream, UpstreamTable
 from mercato_shared.health import health_router
 from mercato_shared.identity import IDENTITY_HEADER, Identity
+from mercato_shared.logs import LineLogger
 from mercato_shared.metrics import expose_metrics
 from mercato_shared.problems import install_problem_handlers
 from mercato_shared.resilience import BreakerState, RetryBudget
@@ -37,6 +38,9 @@ from mercato_shared.tracing import FASTAPI_TELEMETRY, instrument_asgi
 from mercato_shared.tracing import enabled as tracing_enabled
 
 log = logging.getLogger(__name__)
+# One line per request, written here rather than by uvicorn's access logger: the gateway
+# knows the route, status and duration already, and the lean path costs a fraction.
+access_log = LineLogger("gateway.access")
 
 
 def client_trace_configs() -> list[aiohttp.TraceConfig]:
@@ -166,12 +170,30 @@ class Gateway:
                 await redis.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self._forwarder is not None:
-            upstream = self.upstreams.match(scope["path"])
+        if scope["type"] == "http":
+            upstream = self.upstreams.match(scope["path"]) if self._forwarder else None
             if upstream is not None:
                 await self._measured(scope, receive, send, upstream)
-                return
+            else:
+                await self._own(scope, receive, send)
+            return
         await self.admin(scope, receive, send)
+
+    async def _own(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The gateway's own endpoints (health, metrics), logged like routed requests."""
+        started = time.perf_counter()
+        status = 500
+
+        async def observe(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.admin(scope, receive, observe)
+        finally:
+            _log_access(scope, status, started, route=None, request_id=None)
 
     async def _measured(
         self, scope: Scope, receive: Receive, send: Send, upstream: Upstream
@@ -179,6 +201,7 @@ class Gateway:
         started = time.perf_counter()
         status = 500
         duration = self._durations[upstream.prefix]
+        request_id = request_id_of(scope)
 
         async def observe(message: Message) -> None:
             nonlocal status
@@ -188,7 +211,7 @@ class Gateway:
             await send(message)
 
         try:
-            await self._handle(scope, receive, observe, upstream)
+            await self._handle(scope, receive, observe, upstream, request_id)
         finally:
             key = (upstream.prefix, scope["method"], status)
             counter = self._request_counters.get(key)
@@ -199,8 +222,11 @@ class Gateway:
                     upstream.prefix, scope["method"], str(status)
                 )
             counter.inc()
+            _log_access(scope, status, started, route=upstream.prefix, request_id=request_id)
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send, upstream: Upstream) -> None:
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, upstream: Upstream, request_id: str
+    ) -> None:
         if (
             scope.get("query_string")
             and TOKEN_PARAMETERS & parse_qs(scope["query_string"].decode("latin-1")).keys()
@@ -232,7 +258,6 @@ class Gateway:
         limit_headers = await self._rate_limit(send, upstream, identity, ip)
         if limit_headers is None:
             return
-        request_id = request_id_of(scope)
         assert self._signer is not None  # noqa: S101 - set in lifespan with the forwarder
         token = self._signer.token_for(identity)
         response_headers = [*limit_headers, (b"x-request-id", request_id.encode())]
@@ -307,6 +332,28 @@ class Gateway:
                 send, 503, "token keys are unavailable", headers=[(b"retry-after", b"5")]
             )
         return None
+
+
+def _log_access(
+    scope: Scope, status: int, started: float, *, route: str | None, request_id: str | None
+) -> None:
+    """The request's access line: method, target, status, time to the end of the answer."""
+    target = scope["path"]
+    if scope.get("query_string"):
+        target += "?" + scope["query_string"].decode("latin-1")
+    client = scope.get("client")
+    access_log.info(
+        f"{scope['method']} {target} {status}",
+        {
+            "method": scope["method"],
+            "path": target,
+            "status": status,
+            "route": route,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "peer": client[0] if client else None,
+            "request_id": request_id,
+        },
+    )
 
 
 def create_app(settings: GatewaySettings | None = None) -> ASGIApp:

@@ -25,7 +25,8 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_config=None,
-        access_log=True,
+        # The gateway writes its own access line (gateway.access), one per request.
+        access_log=False,
         proxy_headers=False,
         loop="uvloop",
         http="httptools",

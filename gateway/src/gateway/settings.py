@@ -33,6 +33,9 @@ class IssuerConfig(BaseModel):
     jwks_min_refetch_seconds: float = Field(default=30, ge=0)
     leeway_seconds: int = Field(default=30, ge=0, le=300)
     roles_claim: str = "roles"
+    # Seconds a verified token's identity is reused without verifying it again (0: verify
+    # every request). Never past the token's exp; no longer than keys are cached anyway.
+    verified_cache_seconds: float = Field(default=0, ge=0, le=60)
 
     @model_validator(mode="after")
     def _keys_for_algorithms(self) -> IssuerConfig:
@@ -40,6 +43,10 @@ class IssuerConfig(BaseModel):
             raise ValueError(f"issuer {self.issuer}: HS256 needs hs256_secret or its file")
         if {"RS256", "ES256"} & set(self.algorithms) and self.jwks_url is None:
             raise ValueError(f"issuer {self.issuer}: RS256/ES256 need jwks_url")
+        if self.jwks_url is not None and self.verified_cache_seconds > self.jwks_cache_seconds:
+            raise ValueError(
+                f"issuer {self.issuer}: verified_cache_seconds above jwks_cache_seconds"
+            )
         return self
 
 

@@ -20,6 +20,7 @@ from mercato_shared.problems import install_problem_handlers
 from mercato_shared.settings import ServiceSettings
 from mercato_shared.tracing import (
     FASTAPI_TELEMETRY,
+    UNTRACED_MESSAGES,
     UNTRACED_PATHS,
     instrument_engine,
     setup_tracing,
@@ -51,7 +52,11 @@ def create_service_app(
     install_problem_handlers(app)
     app.add_middleware(HttpMetrics, service=settings.service_name)
     if tracing_enabled():
-        app.add_middleware(OpenTelemetryMiddleware, excluded_urls=UNTRACED_PATHS)
+        app.add_middleware(
+            OpenTelemetryMiddleware,
+            excluded_urls=UNTRACED_PATHS,
+            exclude_spans=UNTRACED_MESSAGES,
+        )
     expose_metrics(app)
 
     async def database() -> None:

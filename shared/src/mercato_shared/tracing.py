@@ -12,6 +12,7 @@ import socket
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
 
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry import propagate, trace
@@ -30,6 +31,9 @@ UNTRACED_PATHS = "/healthz$,/readyz$,/metrics/?$"
 # middleware already makes each request's server span, and has to (the gateway's routed
 # path is plain ASGI), so FastAPI's own spans would only double every request's.
 FASTAPI_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+# The ASGI middleware would also make one internal span per ASGI message (each body chunk
+# received or sent): no backend question needs them, and they cost more than the server span.
+UNTRACED_MESSAGES: list[Literal["receive", "send"]] = ["receive", "send"]
 
 
 def enabled() -> bool:
@@ -73,7 +77,9 @@ def instrument_asgi(app: ASGIApp) -> ASGIApp:
         return app
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    return OpenTelemetryMiddleware(app, excluded_urls=UNTRACED_PATHS)
+    return OpenTelemetryMiddleware(
+        app, excluded_urls=UNTRACED_PATHS, exclude_spans=UNTRACED_MESSAGES
+    )
 
 
 def instrument_engine(engine: AsyncEngine) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,6 +14,8 @@ from gateway.settings import IssuerConfig
 from mercato_shared.identity import Identity, Role
 
 REQUIRED_CLAIMS = ["sub", "exp", "iss", "aud"]
+# Verified tokens kept at most, when an issuer enables the cache; the oldest go first.
+VERIFIED_CACHE_ENTRIES = 10_000
 
 
 class AuthenticationError(Exception):
@@ -63,12 +66,38 @@ class Authenticator:
     """Maps a bearer token to an Identity, or raises AuthenticationError."""
 
     def __init__(
-        self, issuers: Sequence[IssuerConfig], session: Callable[[], aiohttp.ClientSession]
+        self,
+        issuers: Sequence[IssuerConfig],
+        session: Callable[[], aiohttp.ClientSession],
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._issuers = {config.issuer: _Issuer(config, session) for config in issuers}
+        self._clock = clock
+        # token -> (identity, reusable until): filled only for issuers that enable it.
+        self._verified: dict[str, tuple[Identity, float]] = {}
 
     async def authenticate(self, token: str) -> Identity:
         """Verify signature, algorithm, issuer, audience and times; return who is calling."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            if self._clock() < cached[1]:
+                return cached[0]
+            del self._verified[token]
+        identity, issuer, expires = await self._verify(token)
+        ttl = issuer.config.verified_cache_seconds
+        if ttl > 0:
+            # Safe to reuse: a result depends only on the token's bytes, the issuer's keys
+            # and the time. The time-dependent checks end at exp, which bounds the entry
+            # (nbf has passed already); keys are cached for jwks_cache_seconds anyway, which
+            # the setting may not exceed, so a withdrawn key is not honoured any longer than
+            # it would be without this cache.
+            if len(self._verified) >= VERIFIED_CACHE_ENTRIES:
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = (identity, min(expires, self._clock() + ttl))
+        return identity
+
+    async def _verify(self, token: str) -> tuple[Identity, _Issuer, float]:
         try:
             # One parse yields both the header and the claims that pick the issuer and key.
             parts = jwt.decode_complete(token, options={"verify_signature": False})
@@ -95,9 +124,10 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise AuthenticationError(str(exc)) from exc
-        return Identity(
+        identity = Identity(
             subject=str(claims["sub"]), roles=_roles(claims.get(issuer.config.roles_claim))
         )
+        return identity, issuer, float(claims["exp"])
 
 
 def _roles(value: object) -> frozenset[Role]:
