@@ -132,19 +132,18 @@ async def reserve(
 
 async def _settle(
     session: AsyncSession, order_id: uuid.UUID, *, to: ReservationStatus
-) -> list[Reservation]:
+) -> list[tuple[str, int]]:
     """Move an order's RESERVED holds to RELEASED or COMMITTED, adjusting product counts."""
-    held = await repository.lock_reservations(session, order_id, status=ReservationStatus.RESERVED)
-    products = await repository.lock_products(session, (r.sku for r in held))
-    for reservation in held:
-        product = products[reservation.sku]
-        product.reserved -= reservation.quantity
-        if to is ReservationStatus.COMMITTED:
-            product.committed += reservation.quantity
-    await repository.set_reservations_status(
+    held = await repository.settle_reservations(
         session, order_id, old=ReservationStatus.RESERVED, new=to
     )
-    return list(held)
+    products = await repository.lock_products(session, (sku for sku, _ in held))
+    for sku, quantity in held:
+        product = products[sku]
+        product.reserved -= quantity
+        if to is ReservationStatus.COMMITTED:
+            product.committed += quantity
+    return held
 
 
 async def release(session: AsyncSession, order_id: uuid.UUID) -> None:

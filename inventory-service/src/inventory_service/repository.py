@@ -131,32 +131,26 @@ async def add_reservations(session: AsyncSession, reservations: Sequence[Reserva
     await session.flush()
 
 
-async def lock_reservations(
-    session: AsyncSession, order_id: uuid.UUID, *, status: ReservationStatus
-) -> Sequence[Reservation]:
-    result = await session.execute(
-        select(Reservation)
-        .where(Reservation.order_id == order_id, Reservation.status == status.value)
-        .order_by(Reservation.sku)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return result.scalars().all()
-
-
-async def set_reservations_status(
+async def settle_reservations(
     session: AsyncSession,
     order_id: uuid.UUID,
     *,
     old: ReservationStatus,
     new: ReservationStatus,
-) -> None:
-    await session.execute(
+) -> list[tuple[str, int]]:
+    """Move an order's reservations from ``old`` to ``new``; the (sku, quantity) of each.
+
+    One statement locks, changes and reads them back: a select for update first would
+    cost a round trip for the same rows.
+    """
+    result = await session.execute(
         update(Reservation)
         .where(Reservation.order_id == order_id, Reservation.status == old.value)
         .values(status=new.value, updated_at=func.now())
+        .returning(Reservation.sku, Reservation.quantity)
         .execution_options(synchronize_session=False)
     )
+    return [(sku, quantity) for sku, quantity in result.all()]
 
 
 def _of_sku(sku: str, status: ReservationStatus | None) -> list[ColumnElement[bool]]:

@@ -54,9 +54,6 @@ async def place_order(
                     return order, True
         order = _new_order(settings, identity, request)
         await repository.add(session, order)
-        await repository.add(
-            session, OrderHistory(order_id=order.id, status=order.status, step="created")
-        )
         if idempotency_key is not None:
             await repository.add(
                 session,
@@ -75,7 +72,6 @@ async def place_order(
         await add_event(
             session, outbox, event, order_id=order.id, topic=settings.topic(OrderCreated.topic)
         )
-        await session.refresh(order, ["history"])
     return order, False
 
 
@@ -91,6 +87,9 @@ def _new_order(settings: OrderSettings, identity: Identity, request: OrderCreate
             OrderLine(line_no=number, sku=line.sku, quantity=line.quantity)
             for number, line in enumerate(request.lines, start=1)
         ],
+        # Built with the order, its one entry (id and time come back from the insert) is the
+        # loaded collection the response shows: no query to read back what was just written.
+        history=[OrderHistory(status=OrderStatus.PENDING, step="created")],
     )
 
 

@@ -40,7 +40,9 @@ async def claim_payment(
     ON CONFLICT DO NOTHING waits for a concurrent transaction that is inserting the same order
     and then yields to it, so two events of one order racing here are serialised, not failed.
     """
-    inserted = await session.execute(
+    # RETURNING the entity: a row this call inserts comes back as the locked Payment itself
+    # (an inserted row stays locked until commit), with no select to read it back.
+    inserted = await session.scalars(
         insert(Payment)
         .values(
             order_id=order_id,
@@ -50,9 +52,11 @@ async def claim_payment(
             currency=currency,
         )
         .on_conflict_do_nothing(index_elements=[Payment.order_id])
-        .returning(Payment.order_id)
+        .returning(Payment)
     )
-    created = inserted.first() is not None
+    payment = inserted.first()
+    if payment is not None:
+        return payment, True
     payment = await lock_payment(session, order_id)
-    assert payment is not None  # noqa: S101 - inserted above or already there; never deleted
-    return payment, created
+    assert payment is not None  # noqa: S101 - it conflicted, so it exists; never deleted
+    return payment, False

@@ -117,10 +117,11 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Publish one batch; returns the rows sent (0 when another relay holds the lock)."""
         outbox = self._outbox
+        # The lock is an InitPlan of the select (evaluated once, before any row is read):
+        # one round trip for both. No rows either means an empty outbox or another relay at
+        # work, and this round has nothing to do in both cases.
+        locked = select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY)).scalar_subquery()
         async with self._engine.begin() as conn:
-            locked = await conn.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY)))
-            if not locked:
-                return 0
             rows = (
                 await conn.execute(
                     select(
@@ -130,6 +131,7 @@ class OutboxRelay:
                         outbox.c.envelope,
                         outbox.c.headers,
                     )
+                    .where(locked)
                     .order_by(outbox.c.id)
                     .limit(self._batch_size)
                 )

@@ -169,11 +169,25 @@ async def run_worker(spec: WorkerSpec) -> None:
         raise SystemExit(1)
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (as for the apis under uvicorn), else asyncio's own loop.
+
+    A worker's time goes mostly to the event loop's socket writes and polls, one of each per
+    database or broker round trip; uvloop does both in C for a fraction of the CPU.
+    """
+    try:
+        import uvloop  # optional: absent on platforms it does not support
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(spec: WorkerSpec) -> None:
     """Console-script entry point for ``<service>-worker``."""
     configure_logging(f"{spec.settings.service_name}-worker", spec.settings.log_level)
     setup_tracing(f"{spec.settings.service_name}-worker")
     try:
-        asyncio.run(run_worker(spec))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(run_worker(spec))
     finally:
         shutdown_tracing()
