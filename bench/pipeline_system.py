@@ -6,7 +6,6 @@ and Kafka servers are the shared ones of the dev stack, which stay up afterwards
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 import uuid
@@ -21,9 +20,8 @@ from aiokafka.errors import KafkaError
 from bench.common import STATE_DIR
 from mercato_ops.token import make_token
 from mercato_shared.identity import Role
-from mercato_shared.kafka import ensure_topics
 from tests import infra
-from tests.e2e.system import SERVICES, System
+from tests.e2e.system import System, provisioned
 
 # Products the orders draw from, restocked far beyond what a run can sell.
 SKUS = ("MUG-BLUE", "MUG-RED", "TEE-M", "TEE-L", "SOCKS", "CAP")
@@ -32,17 +30,6 @@ READY_SECONDS = 180
 
 # Measurement, not tracing: no exporter, so spans stay no-ops (as in production without one).
 QUIET_ENV = {"OTEL_EXPORTER_OTLP_ENDPOINT": "", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ""}
-
-
-class _System(System):
-    # Eleven Python processes importing at once on a small, busy machine can take longer than
-    # the tests' minute to answer.
-    async def ready(self, name: str) -> None:
-        process = self.processes[name]
-        path = "/api/messages" if name == "mail-catcher" else "/healthz"
-        if name.endswith(("-api", "-worker")) or name == "gateway":
-            path = "/readyz"
-        await process.wait_ready(path, within=READY_SECONDS)
 
 
 class Bench:
@@ -86,33 +73,22 @@ async def running_system() -> AsyncIterator[Bench]:
     keys = infra.write_keypair(workdir)
     secret = workdir / "dev-token-secret"
     secret.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
-    # One at a time: Alembic runs each in a thread with its own event loop.
-    databases = {s: await infra.create_database(f"{s}_service") for s in SERVICES}
     prefix = infra.random_prefix()
     try:
-        topics = [f"{prefix}{t}" for t in ("orders", "inventory", "payments")]
-        await ensure_topics(infra.KAFKA, topics)
-        await ensure_topics(infra.KAFKA, [f"{prefix}{s}.dlq" for s in SERVICES], partitions=1)
-        system = _System(
+        async with provisioned(
             workdir=workdir,
             keys=keys,
             dev_secret=secret,
-            databases=databases,
-            prefix=prefix,
             extra_env=QUIET_ENV,
-        )
-        try:
-            await system.start()
+            prefix=prefix,
+            # Eleven Python processes importing at once on a small, busy machine can take
+            # longer than the tests' minute to answer.
+            ready_within=READY_SECONDS,
+        ) as system:
             bench = Bench(system, secret)
             await bench.restock()
             yield bench
-        except BaseException:
-            print(system.tails())
-            raise
-        finally:
-            await asyncio.to_thread(system.stop)
     finally:
-        await asyncio.gather(*(infra.drop_database(url) for url in databases.values()))
         await _delete_topics(prefix)
 
 

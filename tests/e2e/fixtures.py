@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections.abc import AsyncIterator
 
 import pytest
 
-from mercato_shared.kafka import ensure_topics
-from tests import infra
-from tests.e2e.system import SERVICES, System
+from tests.e2e.system import System, provisioned
 
 
 @pytest.fixture(scope="module", name="system_env")
@@ -21,27 +18,13 @@ def system_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 async def system(stack, keys, dev_secret, tmp_path_factory, system_env) -> AsyncIterator[System]:
-    # One at a time: Alembic runs each in a thread with its own event loop.
-    databases = {s: await infra.create_database(f"{s}_service") for s in SERVICES}
-    prefix = infra.random_prefix()
-    await ensure_topics(infra.KAFKA, [f"{prefix}{t}" for t in ("orders", "inventory", "payments")])
-    await ensure_topics(infra.KAFKA, [f"{prefix}{s}.dlq" for s in SERVICES], partitions=1)
-    system = System(
+    async with provisioned(
         workdir=tmp_path_factory.mktemp("system"),
         keys=keys,
         dev_secret=dev_secret,
-        databases=databases,
-        prefix=prefix,
         extra_env=system_env,
-    )
-    try:
-        await system.start()
+    ) as system:
         yield system
-    except BaseException:
-        print(system.tails())  # noqa: T201 - what the processes said, for a failed start
-        raise
-    finally:
-        codes = system.stop()
-        await asyncio.gather(*(infra.drop_database(url) for url in databases.values()))
     # uvicorn re-raises SIGTERM after its graceful shutdown, so -SIGTERM is a clean exit too.
+    codes = system.exit_codes
     assert all(code in (0, -signal.SIGTERM, None) for code in codes.values()), codes

@@ -7,18 +7,24 @@ Redis and Kafka servers are the shared ones of the dev stack.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from mercato_ops.settings import OpsSettings
+from mercato_shared.kafka import ensure_topics
 from tests.e2e.processes import Process
-from tests.infra import KAFKA, free_port
+from tests.infra import KAFKA, create_database, drop_database, free_port, random_prefix
 
 SERVICES = ("order", "inventory", "payment", "notification")
 
 
 class System:
+    # Seconds each process has to answer its readiness check after a start.
+    ready_within = 60.0
+
     def __init__(
         self,
         *,
@@ -32,6 +38,7 @@ class System:
         self.workdir = workdir
         self.databases = databases
         self.prefix = prefix
+        self.exit_codes: dict[str, int | None] = {}
         self.port = {
             name: free_port()
             for name in (
@@ -151,7 +158,7 @@ class System:
         path = "/api/messages" if name == "mail-catcher" else "/healthz"
         if name.endswith(("-api", "-worker")) or name == "gateway":
             path = "/readyz"
-        await process.wait_ready(path, within=60)
+        await process.wait_ready(path, within=self.ready_within)
 
     def kill(self, name: str) -> None:
         """SIGKILL: no graceful shutdown, as a crash or an OOM kill would do."""
@@ -165,7 +172,51 @@ class System:
         await self.ready(name)
 
     def stop(self) -> dict[str, int | None]:
-        return {name: process.stop() for name, process in reversed(self.processes.items())}
+        self.exit_codes = {
+            name: process.stop() for name, process in reversed(self.processes.items())
+        }
+        return self.exit_codes
 
     def tails(self) -> str:
         return "\n\n".join(f"== {name} ==\n{p.tail(15)}" for name, p in self.processes.items())
+
+
+@contextlib.asynccontextmanager
+async def provisioned(
+    *,
+    workdir: Path,
+    keys: tuple[Path, Path],
+    dev_secret: Path,
+    extra_env: dict[str, str] | None = None,
+    prefix: str | None = None,
+    ready_within: float = System.ready_within,
+) -> AsyncIterator[System]:
+    """A started system on databases and topics of its own; stopped, its databases dropped after.
+
+    The processes' exit codes are in ``system.exit_codes`` once the block has ended.
+    """
+    # One at a time: Alembic runs each in a thread with its own event loop.
+    databases = {s: await create_database(f"{s}_service") for s in SERVICES}
+    prefix = prefix or random_prefix()
+    try:
+        await ensure_topics(KAFKA, [f"{prefix}{t}" for t in ("orders", "inventory", "payments")])
+        await ensure_topics(KAFKA, [f"{prefix}{s}.dlq" for s in SERVICES], partitions=1)
+        system = System(
+            workdir=workdir,
+            keys=keys,
+            dev_secret=dev_secret,
+            databases=databases,
+            prefix=prefix,
+            extra_env=extra_env,
+        )
+        system.ready_within = ready_within
+        try:
+            await system.start()
+            yield system
+        except BaseException:
+            print(system.tails())  # noqa: T201 - what the processes said, for a failed start
+            raise
+        finally:
+            await asyncio.to_thread(system.stop)
+    finally:
+        await asyncio.gather(*(drop_database(url) for url in databases.values()))
