@@ -31,7 +31,7 @@ from gateway.upstreams import Upstream, UpstreamTable
 from mercato_shared.health import health_router
 from mercato_shared.identity import IDENTITY_HEADER, Identity
 from mercato_shared.logs import LineLogger
-from mercato_shared.metrics import expose_metrics
+from mercato_shared.metrics import StatusRecorder, expose_metrics
 from mercato_shared.problems import install_problem_handlers
 from mercato_shared.resilience import BreakerState, RetryBudget
 from mercato_shared.tracing import FASTAPI_TELEMETRY, instrument_asgi
@@ -182,18 +182,11 @@ class Gateway:
     async def _own(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The gateway's own endpoints (health, metrics), logged like routed requests."""
         started = time.perf_counter()
-        status = 500
-
-        async def observe(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        recorder = StatusRecorder(send)
         try:
-            await self.admin(scope, receive, observe)
+            await self.admin(scope, receive, recorder)
         finally:
-            _log_access(scope, status, started, route=None, request_id=None)
+            _log_access(scope, recorder.status, started, route=None, request_id=None)
 
     async def _measured(
         self, scope: Scope, receive: Receive, send: Send, upstream: Upstream

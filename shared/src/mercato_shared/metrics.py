@@ -101,6 +101,25 @@ def instrument_breaker(breaker: CircuitBreaker, *, service: str) -> None:
     breaker.on_transition(record)
 
 
+class StatusRecorder:
+    """An ASGI ``send`` that passes every message on and keeps the response's status.
+
+    The status stays 500 when the application fails before it starts a response, which is
+    what the client then gets from the server.
+    """
+
+    __slots__ = ("_send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self._send(message)
+
+
 class HttpMetrics:
     """ASGI middleware counting requests by route template (never by raw path: unbounded)."""
 
@@ -113,21 +132,14 @@ class HttpMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def observe(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        recorder = StatusRecorder(send)
         try:
-            await self.app(scope, receive, observe)
+            await self.app(scope, receive, recorder)
         finally:
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"]
-            HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
+            HTTP_REQUESTS.labels(self.service, method, template, str(recorder.status)).inc()
             HTTP_DURATION.labels(self.service, method, template).observe(
                 time.perf_counter() - started
             )
