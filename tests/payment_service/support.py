@@ -112,10 +112,10 @@ class Saga:
         """What the shared consumer does with one record: inbox row and handler, one commit."""
         self._offset += 1
         async with transaction(self.sessions) as session:
-            fresh = await inbox_records.record(
-                session, inbox, envelope, topic="test", partition=0, offset=self._offset
+            delivery = inbox_records.Delivery(
+                envelope=envelope, topic="test", partition=0, offset=self._offset
             )
-            if fresh:
+            if await inbox_records.record(session, inbox, [delivery]):
                 await self.handlers[envelope.type](session, envelope)
 
     async def payment(self, order_id: uuid.UUID) -> Payment:

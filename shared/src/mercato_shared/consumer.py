@@ -1,4 +1,25 @@
-"""Kafka consumption: one event, one transaction (inbox + handler), then the offset commit."""
+"""Kafka consumption in batches: one partition's fetched events, one transaction, then offsets.
+
+The handler contract (docs/saga.md says the same for the saga's steps):
+
+- A handler gets the session of a transaction that already holds the event's inbox row and
+  may hold other events' work: several events of one partition (up to
+  ``consumer_batch_size``) are applied in one transaction, in offset order, and commit
+  together. A handler must therefore not commit, roll back or close the session, and must
+  take the row locks it needs itself (a handler before it in the batch may hold others).
+- Two events of one order come from one partition and are applied in offset order, the
+  second seeing the first's changes. Events of different orders may be applied at the same
+  time by other partitions' batches or other workers; row locks serialise what they share.
+- Each event's handler runs at most once per committed transaction, and exactly once over
+  redeliveries: the inbox records the event's id with its effects. A handler that raises
+  rolls back the whole batch; the consumer then retries (a transient failure), or splits the
+  batch until the failing event stands alone, retries it, and dead-letters it after
+  ``consumer_max_attempts``. Its neighbours are applied once, in a later transaction, so a
+  handler may run more than once for an event before one of its transactions commits: its
+  effects outside the database (a card authorization, a mail) must be idempotent.
+- Offsets are committed after the transaction, at most once a second: a crash redelivers
+  what was applied since, which the inbox makes harmless.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +29,16 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import TopicPartition
 from opentelemetry.trace import SpanKind
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -24,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mercato_shared import inbox
 from mercato_shared.db import transaction
 from mercato_shared.events import Envelope
+from mercato_shared.inbox import Delivery
 from mercato_shared.metrics import CONSUMER_LAG, DEAD_LETTERS, EVENT_DURATION, EVENTS_PROCESSED
 from mercato_shared.resilience.retry import backoff_delay
 from mercato_shared.settings import ServiceSettings
@@ -32,6 +56,33 @@ from mercato_shared.tracing import context_from, tracer
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+# The header the outbox relay names every record's event type in.
+EVENT_TYPE_HEADER = "event_type"
+# Records one fetch may return, over all partitions: a batch is whatever a fetch returned,
+# never something waited for, so a quiet stream is handled as soon as its event arrives.
+FETCH_MAX_RECORDS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    record: Any
+    delivery: Delivery
+    handler: Handler
+
+
+def _header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> str | None:
+    for key, value in headers or ():
+        if key == name:
+            return value.decode(errors="replace")
+    return None
+
+
+def _describe(events: Sequence[_Event]) -> str:
+    if len(events) == 1:
+        return f"event {events[0].delivery.envelope.id}"
+    first, last = events[0].delivery, events[-1].delivery
+    return f"batch of {len(events)} ({first.topic}:{first.partition} @{first.offset}-{last.offset})"
 
 
 # Outages of our own infrastructure: retrying forever (the partition waits) is right, since
@@ -66,7 +117,7 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class EventConsumer:
-    """Consumes topics with manual commits; handlers run inside the inbox transaction."""
+    """Consumes topics with manual commits; handlers run inside their batch's transaction."""
 
     def __init__(
         self,
@@ -88,6 +139,9 @@ class EventConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self._pending: dict[TopicPartition, int] = {}
         self._commit_interval = commit_interval
+        self._batch_size = settings.consumer_batch_size
+        self._counters: dict[tuple[str, str], Counter] = {}
+        self._durations: dict[str, Histogram] = {}
         self._committed_at = time.monotonic()
         self._lag_measured_at = -math.inf
         self._lag_gauges: dict[TopicPartition, Gauge] = {}
@@ -126,7 +180,7 @@ class EventConsumer:
         self._consumer = consumer
         try:
             while True:
-                batches = await consumer.getmany(timeout_ms=1000, max_records=200)
+                batches = await consumer.getmany(timeout_ms=1000, max_records=FETCH_MAX_RECORDS)
                 await self._process_batches(batches)
                 if not batches or time.monotonic() - self._committed_at >= self._commit_interval:
                     await self.commit_pending()
@@ -156,9 +210,39 @@ class EventConsumer:
                 group.create_task(self._process_partition(tp, records))
 
     async def _process_partition(self, tp: TopicPartition, records: list[Any]) -> None:
+        if not records:
+            return
+        events: list[_Event] = []
         for record in records:
-            await self._process(record)
-            self._pending[tp] = record.offset + 1
+            event = await self._decode(record)
+            if event is not None:
+                events.append(event)
+        size = self._batch_size
+        for start in range(0, len(events), size):
+            await self._handle_batch(events[start : start + size])
+        self._pending[tp] = records[-1].offset + 1
+
+    async def _decode(self, record: Any) -> _Event | None:
+        """The record's event with its handler; None for one this service does not handle."""
+        # The relay names the type in a header: events of no concern here are skipped without
+        # parsing them. Records from elsewhere may lack it; their envelope then decides.
+        declared = _header(record.headers, EVENT_TYPE_HEADER)
+        if declared is not None and declared not in self._handlers:
+            self._count(declared, "ignored")
+            return None
+        try:
+            envelope = Envelope.model_validate_json(record.value)
+        except ValidationError as exc:
+            await self._dead_letter(record, exc)
+            return None
+        handler = self._handlers.get(envelope.type)
+        if handler is None:
+            self._count(envelope.type, "ignored")
+            return None
+        delivery = Delivery(
+            envelope=envelope, topic=record.topic, partition=record.partition, offset=record.offset
+        )
+        return _Event(record=record, delivery=delivery, handler=handler)
 
     async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
         """Set the lag gauges from the fetches' high watermarks, at most once an interval."""
@@ -192,19 +276,78 @@ class EventConsumer:
             # inbox makes the repeat harmless.
             log.warning("offset commit refused after a rebalance: %s", exc)
 
-    async def _process(self, record: Any) -> None:
-        try:
-            envelope = Envelope.model_validate_json(record.value)
-        except ValidationError as exc:
-            await self._dead_letter(record, exc)
-            return
-        handler = self._handlers.get(envelope.type)
-        service = self._settings.service_name
-        if handler is None:
-            EVENTS_PROCESSED.labels(service, envelope.type, "ignored").inc()
-            return  # another service's concern
+    async def _handle_batch(self, events: list[_Event]) -> None:
+        """Apply ``events`` in one transaction; split the batch to isolate a failing event.
+
+        A transient failure (the database or the network) retries the whole batch, holding
+        the partition, as nothing about the events is wrong. Any other failure rolls the
+        transaction back, so none of its events took effect: the batch is split in two and
+        each half applied on its own, in order, down to the one event that fails, which gets
+        its retries and is then dead-lettered while its neighbours are applied once each.
+        """
         started = time.perf_counter()
-        with tracer.start_as_current_span(
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                ran = await self._apply(events)
+            except Exception as exc:
+                if is_transient(exc):
+                    delay = backoff_delay(
+                        attempt,
+                        base=self._settings.consumer_retry_backoff_seconds,
+                        cap=MAX_TRANSIENT_BACKOFF_SECONDS,
+                    )
+                    log.warning("%s: transient failure, retrying: %s", _describe(events), exc)
+                    await asyncio.sleep(delay)
+                    continue
+                if len(events) > 1:
+                    log.warning("%s failed, splitting it: %s", _describe(events), exc)
+                    middle = len(events) // 2
+                    await self._handle_batch(events[:middle])
+                    await self._handle_batch(events[middle:])
+                    return
+                if attempt >= self._settings.consumer_max_attempts:
+                    log.exception("%s failed %d times, dead-lettering", _describe(events), attempt)
+                    await self._dead_letter(events[0].record, exc)
+                    self._count(events[0].delivery.envelope.type, "dead_lettered")
+                    return
+                log.warning("%s: attempt %d failed: %s", _describe(events), attempt, exc)
+                await asyncio.sleep(
+                    backoff_delay(attempt, base=self._settings.consumer_retry_backoff_seconds)
+                )
+                continue
+            elapsed = time.perf_counter() - started
+            for event, handled in zip(events, ran, strict=True):
+                kind = event.delivery.envelope.type
+                self._count(kind, "handled" if handled else "duplicate")
+                self._duration(kind).observe(elapsed)
+            self.processed += len(events)
+            return
+
+    async def _apply(self, events: list[_Event]) -> list[bool]:
+        """One transaction: the batch's inbox rows, then each new event's handler in order.
+
+        Returns, per event, whether its handler ran (False for a redelivery).
+        """
+        ran: list[bool] = []
+        async with transaction(self._sessions) as session:
+            fresh = await inbox.record(session, self._inbox, [e.delivery for e in events])
+            for event in events:
+                envelope = event.delivery.envelope
+                # The same event twice in one batch (a relay that re-sent it) runs once.
+                if envelope.id not in fresh:
+                    ran.append(False)
+                    continue
+                fresh.discard(envelope.id)
+                ran.append(True)
+                with self._span(event):
+                    await event.handler(session, envelope)
+        return ran
+
+    def _span(self, event: _Event) -> AbstractContextManager[Any]:
+        record, envelope = event.record, event.delivery.envelope
+        return tracer.start_as_current_span(
             f"{record.topic} process",
             context=context_from(record.headers),
             kind=SpanKind.CONSUMER,
@@ -215,50 +358,22 @@ class EventConsumer:
                 "mercato.event_type": envelope.type,
                 "mercato.order_id": str(envelope.order_id),
             },
-        ):
-            await self._handle(record, envelope, handler, started)
+        )
 
-    async def _handle(
-        self, record: Any, envelope: Envelope, handler: Handler, started: float
-    ) -> None:
-        service = self._settings.service_name
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with transaction(self._sessions) as session:
-                    fresh = await inbox.record(
-                        session,
-                        self._inbox,
-                        envelope,
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                    )
-                    if fresh:
-                        await handler(session, envelope)
-                self.processed += 1
-                outcome = "handled" if fresh else "duplicate"
-                EVENTS_PROCESSED.labels(service, envelope.type, outcome).inc()
-                EVENT_DURATION.labels(service, envelope.type).observe(time.perf_counter() - started)
-                return
-            except Exception as exc:
-                if is_transient(exc):
-                    delay = backoff_delay(
-                        attempt,
-                        base=self._settings.consumer_retry_backoff_seconds,
-                        cap=MAX_TRANSIENT_BACKOFF_SECONDS,
-                    )
-                    log.warning("event %s: transient failure, retrying: %s", envelope.id, exc)
-                    await asyncio.sleep(delay)
-                    continue
-                if attempt >= self._settings.consumer_max_attempts:
-                    log.exception("event %s failed %d times, dead-lettering", envelope.id, attempt)
-                    await self._dead_letter(record, exc)
-                    return
-                delay = backoff_delay(attempt, base=self._settings.consumer_retry_backoff_seconds)
-                log.warning("event %s: attempt %d failed: %s", envelope.id, attempt, exc)
-            await asyncio.sleep(delay)
+    def _count(self, event_type: str, outcome: str) -> None:
+        # Children are cached: labels() costs a lock and a dict lookup per call.
+        child = self._counters.get((event_type, outcome))
+        if child is None:
+            child = EVENTS_PROCESSED.labels(self._settings.service_name, event_type, outcome)
+            self._counters[(event_type, outcome)] = child
+        child.inc()
+
+    def _duration(self, event_type: str) -> Histogram:
+        child = self._durations.get(event_type)
+        if child is None:
+            child = EVENT_DURATION.labels(self._settings.service_name, event_type)
+            self._durations[event_type] = child
+        return child
 
     async def _dead_letter(self, record: Any, error: BaseException) -> None:
         headers = [

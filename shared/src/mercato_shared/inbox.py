@@ -1,11 +1,14 @@
-"""Idempotent consumption: an event id is recorded in the handler's own transaction."""
+"""Idempotent consumption: event ids are recorded in the handlers' own transaction."""
 
 from __future__ import annotations
 
+import functools
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import MetaData, Table, delete
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import MetaData, Table, TextClause, delete, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mercato_shared.db import transaction
@@ -14,30 +17,48 @@ from mercato_shared.settings import ServiceSettings
 from mercato_shared.tables import inbox_table
 
 
-async def record(
-    session: AsyncSession,
-    inbox: Table,
-    envelope: Envelope,
-    *,
-    topic: str,
-    partition: int,
-    offset: int,
-) -> bool:
-    """Mark the event processed; False if it already was (a redelivery to skip)."""
-    result = await session.execute(
-        insert(inbox)
-        .values(
-            event_id=envelope.id,
-            event_type=envelope.type,
-            order_id=envelope.order_id,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-        )
-        .on_conflict_do_nothing(index_elements=[inbox.c.event_id])
-        .returning(inbox.c.event_id)
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One Kafka record's event, and where it was read."""
+
+    envelope: Envelope
+    topic: str
+    partition: int
+    offset: int
+
+
+@functools.cache
+def _insert_many(inbox: Table) -> TextClause:
+    # One statement for a whole batch, whatever its size: the arrays are parameters, so the
+    # statement is prepared once per connection. A multi-row VALUES list would be a new
+    # statement (compiled and prepared anew) for every batch size.
+    return text(
+        f'INSERT INTO {inbox.name} (event_id, event_type, order_id, topic, partition, "offset") '  # noqa: S608 - a table name from our own metadata
+        "SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS text[]), "
+        "CAST(:orders AS uuid[]), CAST(:topics AS text[]), CAST(:partitions AS integer[]), "
+        "CAST(:offsets AS bigint[])) "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
     )
-    return result.first() is not None
+
+
+async def record(
+    session: AsyncSession, inbox: Table, deliveries: Sequence[Delivery]
+) -> set[uuid.UUID]:
+    """Mark the events processed; returns the ids that were new (the rest are redeliveries)."""
+    if not deliveries:
+        return set()
+    result = await session.execute(
+        _insert_many(inbox),
+        {
+            "ids": [d.envelope.id for d in deliveries],
+            "types": [d.envelope.type for d in deliveries],
+            "orders": [d.envelope.order_id for d in deliveries],
+            "topics": [d.topic for d in deliveries],
+            "partitions": [d.partition for d in deliveries],
+            "offsets": [d.offset for d in deliveries],
+        },
+    )
+    return set(result.scalars())
 
 
 async def purge(*, sessions: async_sessionmaker[AsyncSession], settings: ServiceSettings) -> int:

@@ -47,6 +47,10 @@ class ServiceSettings(BaseSettings):
     kafka_prefix: str = ""
     consumer_max_attempts: int = Field(default=5, ge=1)
     consumer_retry_backoff_seconds: float = Field(default=0.2, gt=0)
+    # Events of one partition applied in one transaction, at most: a larger batch spends
+    # fewer commits per event, and holds its row locks (and repeats its work after a
+    # failure) for longer.
+    consumer_batch_size: int = Field(default=100, ge=1, le=1000)
 
     # Processed event ids are kept this long to recognise redeliveries (DESIGN: inbox).
     inbox_retention_hours: float = Field(default=168.0, gt=0)
