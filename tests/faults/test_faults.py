@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from mercato_ops.check import run_check
@@ -73,6 +73,43 @@ async def test_each_worker_killed_mid_run_and_restarted(system, dev_secret):
         system.kill(f"{service}-worker")
         await system.restart(f"{service}-worker")
         start += 40
+    outcomes = await demo
+    assert len(outcomes) == ORDERS
+    await _green(system)
+
+
+async def _inside_a_transaction(system, service):
+    """Wait until the service's worker has a write transaction open in its database.
+
+    During a demo only the worker writes there (its consumer's batches and its relay), and a
+    batch's offsets are committed after its transaction: a kill now finds both uncommitted.
+    """
+    url = make_url(system.databases[service])
+    engine = create_async_engine(url)
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = :db"
+        " AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+    )
+    try:
+
+        async def open_transaction():
+            async with engine.connect() as conn:
+                return await conn.scalar(query, {"db": url.database})
+
+        await eventually(open_transaction, within=60, interval=0.002)
+    finally:
+        await engine.dispose()
+
+
+async def test_workers_killed_inside_a_batch_transaction(system, dev_secret):
+    start = await _count_orders(system)
+    demo = _demo(system, dev_secret)
+    for service in ("inventory", "payment", "order"):
+        await _orders_placed(system, start + 30)
+        await _inside_a_transaction(system, service)
+        system.kill(f"{service}-worker")
+        await system.restart(f"{service}-worker")
+        start += 30
     outcomes = await demo
     assert len(outcomes) == ORDERS
     await _green(system)

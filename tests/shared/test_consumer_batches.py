@@ -1,0 +1,229 @@
+"""Batch consumption against real Postgres and Kafka: one transaction per fetched batch of a
+partition, a poison event isolated by splitting, redeliveries and ordering."""
+
+import asyncio
+import uuid
+
+import pytest
+from sqlalchemy import func, select, text
+
+from mercato_shared.consumer import EventConsumer
+from mercato_shared.db import create_engine, create_sessionmaker, transaction
+from mercato_shared.events import Envelope, OrderCreated
+from mercato_shared.kafka import create_producer, ensure_topics
+from mercato_shared.outbox import add_event
+from mercato_shared.settings import ServiceSettings
+from order_service.models import inbox, outbox
+from tests.infra import KAFKA, eventually, random_prefix
+from tests.kafka_tools import read_topic
+
+BATCH = 50
+
+
+@pytest.fixture
+async def env(order_db):
+    settings = ServiceSettings(
+        service_name="batch-test",
+        database_url=order_db,
+        kafka_bootstrap_servers=KAFKA,
+        kafka_prefix=random_prefix(),
+        consumer_max_attempts=3,
+        consumer_retry_backoff_seconds=0.01,
+    )
+    await ensure_topics(KAFKA, [settings.topic("orders"), settings.dead_letter_topic], partitions=1)
+    engine = create_engine(settings)
+    producer = create_producer(settings)
+    await producer.start()
+    yield settings, create_sessionmaker(engine), producer
+    await producer.stop()
+    await engine.dispose()
+
+
+class Effects:
+    """A handler whose effect is an outbox row per event, written in the batch's transaction.
+
+    It remembers every run (rolled back or not) with the transaction it ran in, and what the
+    session showed it of the same order's earlier effects.
+    """
+
+    def __init__(self, poison=()):
+        self.poison = set(poison)
+        self.runs: list[tuple[uuid.UUID, int]] = []
+        self.seen_before: dict[uuid.UUID, int] = {}
+
+    async def __call__(self, session, envelope):
+        txid = await session.scalar(text("SELECT txid_current()"))
+        self.runs.append((envelope.id, txid))
+        self.seen_before[envelope.id] = await session.scalar(
+            select(func.count()).select_from(outbox).where(outbox.c.key == str(envelope.order_id))
+        )
+        if envelope.id in self.poison:
+            raise ValueError("handler refuses this event")
+        event = OrderCreated(customer_id=str(envelope.id), lines=[])
+        await add_event(session, outbox, event, order_id=envelope.order_id, topic="elsewhere")
+
+    def attempts(self, event_id):
+        return sum(1 for run, _ in self.runs if run == event_id)
+
+
+def _consumer(settings, sessions, producer, handler):
+    async def dead_letters():
+        return producer
+
+    return EventConsumer(
+        settings=settings,
+        topics=[settings.topic("orders")],
+        handlers={"order.created": handler},
+        sessions=sessions,
+        inbox_table=inbox,
+        dead_letters=dead_letters,
+    )
+
+
+async def _consume(consumer, condition, within=60):
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(condition, within=within)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _publish_all(settings, producer, envelopes):
+    """Sent before the consumer starts, so that one fetch returns them together."""
+    for envelope in envelopes:
+        await producer.send(
+            settings.topic("orders"),
+            value=envelope.model_dump_json().encode(),
+            key=str(envelope.order_id).encode(),
+            headers=[("event_type", envelope.type.encode())],
+        )
+    await producer.flush()
+
+
+def _envelope(order_id=None):
+    return Envelope.wrap(OrderCreated(customer_id="c", lines=[]), order_id=order_id or uuid.uuid4())
+
+
+async def _effects_per_order(sessions):
+    async with transaction(sessions) as session:
+        rows = await session.execute(
+            select(outbox.c.key, func.count()).select_from(outbox).group_by(outbox.c.key)
+        )
+        return {uuid.UUID(key): count for key, count in rows.all()}
+
+
+async def _inbox_ids(sessions):
+    async with transaction(sessions) as session:
+        return set((await session.execute(select(inbox.c.event_id))).scalars())
+
+
+async def test_a_poison_event_in_a_batch_is_dead_lettered_alone(env):
+    settings, sessions, producer = env
+    envelopes = [_envelope() for _ in range(BATCH)]
+    poison = envelopes[BATCH // 2 + 3]
+    await _publish_all(settings, producer, envelopes)
+    handler = Effects(poison={poison.id})
+    consumer = _consumer(settings, sessions, producer, handler)
+
+    async def all_done():
+        return consumer.processed == BATCH - 1 and consumer.dead_lettered == 1
+
+    await _consume(consumer, all_done)
+    good = [e for e in envelopes if e is not poison]
+    effects = await _effects_per_order(sessions)
+    # Each neighbour's effect committed exactly once; the poison's never.
+    assert effects == {e.order_id: 1 for e in good}
+    assert await _inbox_ids(sessions) == {e.id for e in good}
+    # Alone, it had its retries; the splits before that were failures of its batches.
+    assert handler.attempts(poison.id) >= settings.consumer_max_attempts
+    letters = await read_topic(settings.dead_letter_topic, 1)
+    assert [Envelope.model_validate_json(letter.value).id for letter in letters] == [poison.id]
+    # Neighbours were applied in batches, not one transaction each.
+    committed = dict(handler.runs)
+    assert len({committed[e.id] for e in good}) < len(good) // 4
+
+
+async def test_the_same_batch_delivered_twice_changes_nothing(env):
+    settings, sessions, producer = env
+    envelopes = [_envelope() for _ in range(20)]
+    await _publish_all(settings, producer, envelopes)
+    first = Effects()
+    consumer = _consumer(settings, sessions, producer, first)
+
+    async def all_done():
+        return consumer.processed == len(envelopes)
+
+    await _consume(consumer, all_done)
+    before = await _effects_per_order(sessions)
+    assert before == {e.order_id: 1 for e in envelopes}
+
+    # Another group reads the topic from its start: every record comes again, in one batch.
+    rewound = settings.model_copy(update={"service_name": "batch-test-rewound"})
+    again = Effects()
+    replay = _consumer(rewound, sessions, producer, again)
+
+    async def replayed():
+        return replay.processed == len(envelopes)
+
+    await _consume(replay, replayed)
+    assert again.runs == []
+    assert await _effects_per_order(sessions) == before
+
+
+async def test_events_of_one_order_in_a_batch_are_applied_in_offset_order(env):
+    settings, sessions, producer = env
+    order_id = uuid.uuid4()
+    earlier, later = _envelope(order_id), _envelope(order_id)
+    others = [_envelope() for _ in range(10)]
+    await _publish_all(settings, producer, [*others[:5], earlier, *others[5:], later])
+    handler = Effects()
+    consumer = _consumer(settings, sessions, producer, handler)
+
+    async def all_done():
+        return consumer.processed == 12
+
+    await _consume(consumer, all_done)
+    order = [event_id for event_id, _ in handler.runs if event_id in (earlier.id, later.id)]
+    assert order == [earlier.id, later.id]
+    # The later event saw the earlier one's effect: one transaction, applied in order.
+    assert handler.seen_before[earlier.id] == 0
+    assert handler.seen_before[later.id] == 1
+    txids = dict(handler.runs)
+    assert txids[earlier.id] == txids[later.id]
+    assert (await _effects_per_order(sessions))[order_id] == 2
+
+
+async def test_a_record_repeated_inside_one_batch_is_applied_once(env):
+    settings, sessions, producer = env
+    repeated, other = _envelope(), _envelope()
+    await _publish_all(settings, producer, [repeated, other, repeated])
+    handler = Effects()
+    consumer = _consumer(settings, sessions, producer, handler)
+
+    async def all_done():
+        return consumer.processed == 3
+
+    await _consume(consumer, all_done)
+    assert handler.attempts(repeated.id) == 1
+    assert await _effects_per_order(sessions) == {repeated.order_id: 1, other.order_id: 1}
+
+
+async def test_events_without_a_handler_are_skipped_by_their_header(env):
+    settings, sessions, producer = env
+    handled = _envelope()
+    # Declared as a type this consumer has no handler for, with a body no parser accepts:
+    # skipping it by its header is the only way it is not dead-lettered.
+    await producer.send(
+        settings.topic("orders"), value=b"\x00opaque", headers=[("event_type", b"order.other")]
+    )
+    await _publish_all(settings, producer, [handled])
+    handler = Effects()
+    consumer = _consumer(settings, sessions, producer, handler)
+
+    async def handled_one():
+        return consumer.processed == 1
+
+    await _consume(consumer, handled_one)
+    assert consumer.dead_lettered == 0
+    assert [event_id for event_id, _ in handler.runs] == [handled.id]
