@@ -38,8 +38,14 @@ async def _place(settings, sessions, email=None):
     request = OrderCreate.model_validate(
         {"lines": [{"sku": "MUG-BLUE", "quantity": 2}], "email": email}
     )
+    engine = sessions.kw["bind"]
     order, _ = await service.place_order(
-        sessions=sessions, settings=settings, identity=ALICE, request=request, idempotency_key=None
+        autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
+        sessions=sessions,
+        settings=settings,
+        identity=ALICE,
+        request=request,
+        idempotency_key=None,
     )
     return order.id
 

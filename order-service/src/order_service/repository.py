@@ -3,14 +3,119 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, delete, func, select, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import raiseload
 
 from order_service.models import IdempotencyKey, Order, OrderStatus
+
+# A new order in one statement: the order, its lines, its first history entry and its
+# order.created outbox row, written by data-modifying CTEs that all read the CTE "src" (one
+# row, the order's id, or none). Alone it is its own transaction, one round trip in all.
+_WRITE_ORDER = """
+created AS (
+    INSERT INTO orders (id, customer_id, email, status, deadline_at)
+    SELECT src.id, CAST(:customer_id AS text), CAST(:email AS text), CAST(:status AS text),
+           CAST(:deadline_at AS timestamptz)
+    FROM src
+    RETURNING created_at, updated_at
+), written_lines AS (
+    INSERT INTO order_lines (order_id, line_no, sku, quantity)
+    SELECT src.id, line.no, line.sku, line.quantity
+    FROM src, unnest(CAST(:line_nos AS integer[]), CAST(:skus AS text[]),
+                     CAST(:quantities AS integer[])) AS line (no, sku, quantity)
+), entry AS (
+    INSERT INTO order_history (order_id, status, step)
+    SELECT src.id, CAST(:status AS text), 'created' FROM src
+    RETURNING at
+), event AS (
+    INSERT INTO outbox (event_id, topic, key, event_type, envelope, headers)
+    SELECT CAST(:event_id AS uuid), CAST(:topic AS text), CAST(:key_text AS text),
+           CAST(:event_type AS text), CAST(:envelope AS jsonb), CAST(:headers AS jsonb)
+    FROM src
+)"""
+
+# Constant SQL (S608): every value is a bound parameter.
+_PLACE = text(
+    "WITH src AS (SELECT CAST(:id AS uuid) AS id), "  # noqa: S608
+    + _WRITE_ORDER
+    + " SELECT true AS held, NULL AS known_hash, NULL AS known_order,"
+    " created.created_at, created.updated_at, entry.at FROM created, entry"
+).bindparams(bindparam("envelope", type_=JSONB), bindparam("headers", type_=JSONB))
+
+# With an Idempotency-Key: the key's advisory lock (not waited for), its first request if it
+# has one, and the order written only when the key row is: a request racing this one for the
+# same key either holds the lock (held is false) or inserted the key first (nothing written,
+# nothing known to this statement's snapshot; the caller asks again).
+_PLACE_WITH_KEY = text(
+    "WITH lock AS (SELECT pg_try_advisory_xact_lock(hashtextextended(:lock_name, 0)) AS held),"  # noqa: S608
+    " known AS (SELECT k.request_hash, k.order_id FROM idempotency_keys AS k, lock"
+    "  WHERE lock.held AND k.customer_id = CAST(:customer_id AS text)"
+    "  AND k.key = CAST(:idempotency_key AS text)),"
+    " src AS (INSERT INTO idempotency_keys (customer_id, key, request_hash, order_id)"
+    "  SELECT CAST(:customer_id AS text), CAST(:idempotency_key AS text),"
+    "   CAST(:request_hash AS text), CAST(:id AS uuid)"
+    "  FROM lock WHERE lock.held AND NOT EXISTS (SELECT 1 FROM known)"
+    "  ON CONFLICT (customer_id, key) DO NOTHING RETURNING order_id AS id), "
+    + _WRITE_ORDER
+    + " SELECT lock.held, known.request_hash AS known_hash, known.order_id AS known_order,"
+    " created.created_at, created.updated_at, entry.at"
+    " FROM lock LEFT JOIN known ON true LEFT JOIN created ON true LEFT JOIN entry ON true"
+).bindparams(bindparam("envelope", type_=JSONB), bindparam("headers", type_=JSONB))
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """What writing a new order found: whether it was written, or the key's first request."""
+
+    held: bool  # False: another request holds the Idempotency-Key right now
+    known: tuple[str, uuid.UUID] | None  # the key's first request: its hash and its order
+    written: tuple[datetime, datetime, datetime] | None  # created_at, updated_at, history at
+
+
+async def place_order(
+    conn: AsyncConnection,
+    *,
+    order: Mapping[str, Any],
+    lines: Sequence[tuple[str, int]],
+    event: Mapping[str, Any],
+    key: tuple[str, str] | None,
+) -> Placement:
+    """Write a PENDING order with its lines, history and outbox row, in one statement.
+
+    ``order`` holds id, customer_id, email and deadline_at; ``event`` the outbox row's values;
+    ``key`` the Idempotency-Key and the request's hash, when the request has a key.
+    """
+    params: dict[str, Any] = {
+        **order,
+        "status": OrderStatus.PENDING.value,
+        "line_nos": list(range(1, len(lines) + 1)),
+        "skus": [sku for sku, _ in lines],
+        "quantities": [quantity for _, quantity in lines],
+        "event_id": event["event_id"],
+        "topic": event["topic"],
+        "key_text": event["key"],
+        "event_type": event["event_type"],
+        "envelope": event["envelope"],
+        "headers": event["headers"],
+    }
+    statement = _PLACE
+    if key is not None:
+        statement = _PLACE_WITH_KEY
+        params["idempotency_key"], params["request_hash"] = key
+        params["lock_name"] = _key_lock(order["customer_id"], key[0])
+    row = (await conn.execute(statement, params)).one()
+    return Placement(
+        held=bool(row.held),
+        known=None if row.known_order is None else (row.known_hash, row.known_order),
+        written=None if row.created_at is None else (row.created_at, row.updated_at, row.at),
+    )
 
 
 async def add(session: AsyncSession, *objects: object) -> None:
@@ -58,17 +163,17 @@ async def list_orders(
     return result.scalars().all(), await session.scalar(count) or 0
 
 
+def _key_lock(customer_id: str, key: str) -> str:
+    return f"idempotency:{customer_id}:{key}"
+
+
 async def try_lock_key(session: AsyncSession, customer_id: str, key: str) -> bool:
-    """Take a transaction-scoped lock on one customer's Idempotency-Key, without waiting."""
+    """Take the lock a request placing an order holds on its Idempotency-Key, without waiting."""
     locked = await session.scalar(
         text("SELECT pg_try_advisory_xact_lock(hashtextextended(:name, 0))"),
-        {"name": f"idempotency:{customer_id}:{key}"},
+        {"name": _key_lock(customer_id, key)},
     )
     return bool(locked)
-
-
-async def get_key(session: AsyncSession, customer_id: str, key: str) -> IdempotencyKey | None:
-    return await session.get(IdempotencyKey, (customer_id, key))
 
 
 async def purge_keys(session: AsyncSession, *, older_than: datetime) -> int:

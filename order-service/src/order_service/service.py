@@ -5,18 +5,19 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mercato_shared.db import transaction
 from mercato_shared.events import CancelReason, OrderCreated
 from mercato_shared.events import OrderLine as EventLine
 from mercato_shared.identity import Identity
-from mercato_shared.outbox import add_event
+from mercato_shared.outbox import outbox_row
 from mercato_shared.problems import ConflictError, NotFoundError, ProblemError
 from order_service import repository, saga
-from order_service.models import IdempotencyKey, Order, OrderHistory, OrderLine, OrderStatus, outbox
-from order_service.schemas import OrderCreate, OrderPage, OrderRead
+from order_service.models import Order, OrderStatus
+from order_service.schemas import HistoryEntry, OrderCreate, OrderLineRead, OrderPage, OrderRead
 from order_service.settings import OrderSettings
 
 
@@ -26,70 +27,88 @@ class IdempotencyMismatchError(ProblemError):
 
 async def place_order(
     *,
+    autocommit: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
     settings: OrderSettings,
     identity: Identity,
     request: OrderCreate,
     idempotency_key: str | None,
-) -> tuple[Order, bool]:
+) -> tuple[OrderRead, bool]:
     """Store a PENDING order and its order.created event; returns (order, replayed).
 
     With an Idempotency-Key, the same key and body give back the first order; the same key
     with another body is a 422; the same key while its first request is still being
     processed is a 409 (the client should retry later).
     """
-    request_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
-    async with transaction(sessions) as session:
-        if idempotency_key is not None:
-            if not await repository.try_lock_key(session, identity.subject, idempotency_key):
-                raise ConflictError("a request with this Idempotency-Key is in progress")
-            known = await repository.get_key(session, identity.subject, idempotency_key)
-            if known is not None:
-                if known.request_hash != request_hash:
-                    raise IdempotencyMismatchError(
-                        "this Idempotency-Key was used with a different request"
-                    )
-                order = await repository.get_order(session, known.order_id)
-                if order is not None:
-                    return order, True
-        order = _new_order(settings, identity, request)
-        await repository.add(session, order)
-        if idempotency_key is not None:
-            await repository.add(
-                session,
-                IdempotencyKey(
-                    customer_id=identity.subject,
-                    key=idempotency_key,
-                    request_hash=request_hash,
-                    order_id=order.id,
-                ),
-            )
-        event = OrderCreated(
-            customer_id=identity.subject,
-            email=request.email,
-            lines=[EventLine(sku=line.sku, quantity=line.quantity) for line in request.lines],
-        )
-        await add_event(
-            session, outbox, event, order_id=order.id, topic=settings.topic(OrderCreated.topic)
-        )
-    return order, False
-
-
-def _new_order(settings: OrderSettings, identity: Identity, request: OrderCreate) -> Order:
     order_id = uuid.uuid4()
-    return Order(
-        id=order_id,
+    deadline_at = datetime.now(UTC) + timedelta(seconds=settings.saga_deadline_seconds)
+    lines = [(line.sku, line.quantity) for line in request.lines]
+    event = OrderCreated(
         customer_id=identity.subject,
         email=request.email,
-        status=OrderStatus.PENDING,
-        deadline_at=datetime.now(UTC) + timedelta(seconds=settings.saga_deadline_seconds),
-        lines=[
-            OrderLine(line_no=number, sku=line.sku, quantity=line.quantity)
-            for number, line in enumerate(request.lines, start=1)
-        ],
-        # Built with the order, its one entry (id and time come back from the insert) is the
-        # loaded collection the response shows: no query to read back what was just written.
-        history=[OrderHistory(status=OrderStatus.PENDING, step="created")],
+        lines=[EventLine(sku=sku, quantity=quantity) for sku, quantity in lines],
+    )
+    _, row = outbox_row(event, order_id=order_id, topic=settings.topic(OrderCreated.topic))
+    request_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+    key = None if idempotency_key is None else (idempotency_key, request_hash)
+    order = {
+        "id": order_id,
+        "customer_id": identity.subject,
+        "email": request.email,
+        "deadline_at": deadline_at,
+    }
+    # Twice at most: a request that inserted the same key a moment ago, after this
+    # statement's snapshot was taken, is seen by the second one.
+    for _ in range(2):
+        async with autocommit.connect() as conn:
+            placed = await repository.place_order(
+                conn, order=order, lines=lines, event=row, key=key
+            )
+        if not placed.held:
+            raise ConflictError("a request with this Idempotency-Key is in progress")
+        if placed.written is not None:
+            created_at, updated_at, entered_at = placed.written
+            return (
+                _new_order(
+                    order, lines, created_at=created_at, updated_at=updated_at, at=entered_at
+                ),
+                False,
+            )
+        if placed.known is not None:
+            known_hash, known_order = placed.known
+            if known_hash != request_hash:
+                raise IdempotencyMismatchError(
+                    "this Idempotency-Key was used with a different request"
+                )
+            async with transaction(sessions) as session:
+                first = await repository.get_order(session, known_order)
+            if first is not None:
+                return OrderRead.model_validate(first), True
+    raise ConflictError("a request with this Idempotency-Key is in progress")
+
+
+def _new_order(
+    order: dict[str, Any],
+    lines: list[tuple[str, int]],
+    *,
+    created_at: datetime,
+    updated_at: datetime,
+    at: datetime,
+) -> OrderRead:
+    """The answer for an order just written: all of it is known without reading it back."""
+    status = OrderStatus.PENDING.value
+    return OrderRead(
+        id=order["id"],
+        customer_id=order["customer_id"],
+        status=status,
+        cancel_reason=None,
+        amount=None,
+        currency=None,
+        lines=[OrderLineRead(sku=sku, quantity=quantity) for sku, quantity in lines],
+        history=[HistoryEntry(status=status, step="created", reason=None, at=at)],
+        deadline_at=order["deadline_at"],
+        created_at=created_at,
+        updated_at=updated_at,
     )
 
 

@@ -32,12 +32,12 @@ router = APIRouter(prefix="/v1")
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
-def get_ledger(request: Request) -> Ledger:
+async def get_ledger(request: Request) -> Ledger:
     ledger: Ledger = request.app.state.ledger
     return ledger
 
 
-def get_faults(request: Request) -> Faults:
+async def get_faults(request: Request) -> Faults:
     faults: Faults = request.app.state.faults
     return faults
 

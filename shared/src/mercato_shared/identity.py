@@ -7,12 +7,15 @@ that is compromised cannot mint identities for calls to the others.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, Request
 
 from mercato_shared.problems import UnauthorizedError
@@ -21,6 +24,8 @@ IDENTITY_HEADER = "X-Mercato-Identity"
 ALGORITHM = "ES256"
 MAX_TTL_SECONDS = 60
 LEEWAY_SECONDS = 5
+# Verified tokens remembered per process; the oldest is forgotten first.
+VERIFIED_TOKENS = 4096
 
 
 class Role(StrEnum):
@@ -49,8 +54,15 @@ class IdentityVerifier:
     """Checks identity tokens against the gateway's public key."""
 
     def __init__(self, public_key_pem: bytes, *, issuer: str) -> None:
-        self._key = public_key_pem
+        # Parsed once: given PEM bytes, PyJWT would parse the key again for every token.
+        key = load_pem_public_key(public_key_pem)
+        if not isinstance(key, EllipticCurvePublicKey):
+            raise ValueError(f"the identity key must be an EC key for {ALGORITHM}")
+        self._key = key
         self._issuer = issuer
+        # The gateway reuses a caller's token for half its lifetime, so most requests bring
+        # a token verified moments ago: its identity is kept until the token expires.
+        self._verified: OrderedDict[str, tuple[Identity, float]] = OrderedDict()
 
     @classmethod
     def from_file(cls, path: Path, *, issuer: str) -> IdentityVerifier:
@@ -58,6 +70,19 @@ class IdentityVerifier:
 
     def verify(self, token: str) -> Identity:
         """Return the caller's identity, or raise UnauthorizedError."""
+        known = self._verified.get(token)
+        if known is not None:
+            identity, valid_until = known
+            if time.time() <= valid_until:
+                return identity
+            del self._verified[token]
+        identity, valid_until = self._verify(token)
+        self._verified[token] = (identity, valid_until)
+        if len(self._verified) > VERIFIED_TOKENS:
+            self._verified.popitem(last=False)
+        return identity
+
+    def _verify(self, token: str) -> tuple[Identity, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -76,7 +101,9 @@ class IdentityVerifier:
             roles = frozenset(Role(role) for role in claims.get("roles", []))
         except ValueError as exc:
             raise UnauthorizedError("identity token names an unknown role") from exc
-        return Identity(subject=str(claims["sub"]), roles=roles, request_id=claims.get("rid"))
+        identity = Identity(subject=str(claims["sub"]), roles=roles, request_id=claims.get("rid"))
+        # As long as PyJWT itself would accept it: exp plus the leeway.
+        return identity, float(claims["exp"]) + LEEWAY_SECONDS
 
 
 def issue_identity(
@@ -102,7 +129,7 @@ def issue_identity(
     return jwt.encode(claims, private_key_pem, algorithm=ALGORITHM)
 
 
-def get_identity(request: Request) -> Identity:
+async def get_identity(request: Request) -> Identity:
     """FastAPI dependency: the verified caller, or 401 for a missing or invalid header."""
     token = request.headers.get(IDENTITY_HEADER)
     if not token:

@@ -41,19 +41,25 @@ async def add_event(
     topic: str,
 ) -> Envelope:
     """Write an event to the outbox inside the caller's transaction."""
-    envelope = Envelope.wrap(payload, order_id=order_id)
-    await session.execute(
-        insert(outbox).values(
-            event_id=envelope.id,
-            topic=topic,
-            key=str(envelope.order_id),
-            event_type=envelope.type,
-            envelope=envelope.model_dump(mode="json"),
-            # The relay publishes later, in no request's context: the row carries the trace.
-            headers=current_context_headers(),
-        )
-    )
+    envelope, row = outbox_row(payload, order_id=order_id, topic=topic)
+    await session.execute(insert(outbox).values(**row))
     return envelope
+
+
+def outbox_row(
+    payload: Payload, *, order_id: uuid.UUID, topic: str
+) -> tuple[Envelope, dict[str, Any]]:
+    """An event and its outbox row's values, for a statement that writes it with other rows."""
+    envelope = Envelope.wrap(payload, order_id=order_id)
+    return envelope, {
+        "event_id": envelope.id,
+        "topic": topic,
+        "key": str(envelope.order_id),
+        "event_type": envelope.type,
+        "envelope": envelope.model_dump(mode="json"),
+        # The relay publishes later, in no request's context: the row carries the trace.
+        "headers": current_context_headers(),
+    }
 
 
 class OutboxRelay:

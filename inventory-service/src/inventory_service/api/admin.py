@@ -20,7 +20,7 @@ from mercato_shared.identity import CurrentIdentity, Identity
 from mercato_shared.problems import PROBLEM_JSON, ForbiddenError
 
 
-def require_admin(identity: CurrentIdentity) -> Identity:
+async def require_admin(identity: CurrentIdentity) -> Identity:
     """FastAPI dependency: the caller, who must be an admin (403 otherwise).
 
     Dependencies run before the body is validated, so a customer learns nothing from a 422.

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
-from mercato_shared.api import Sessions
+from mercato_shared.api import Autocommit, Sessions
 from mercato_shared.identity import CurrentIdentity
 from mercato_shared.problems import BadRequestError
 from order_service import service
@@ -15,7 +15,7 @@ from order_service.schemas import OrderCreate, OrderPage, OrderRead
 from order_service.settings import OrderSettings
 
 
-def get_settings(request: Request) -> OrderSettings:
+async def get_settings(request: Request) -> OrderSettings:
     settings: OrderSettings = request.app.state.settings
     return settings
 
@@ -40,6 +40,7 @@ def _checked_key(key: str | None) -> str | None:
 async def create_order(
     body: OrderCreate,
     identity: CurrentIdentity,
+    autocommit: Autocommit,
     sessions: Sessions,
     settings: Settings,
     response: Response,
@@ -47,6 +48,7 @@ async def create_order(
 ) -> OrderRead:
     """Place an order; it starts PENDING and the saga takes it from there."""
     order, replayed = await service.place_order(
+        autocommit=autocommit,
         sessions=sessions,
         settings=settings,
         identity=identity,
@@ -56,7 +58,7 @@ async def create_order(
     if replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    return OrderRead.model_validate(order)
+    return order
 
 
 @router.get("", response_model=OrderPage)
