@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
@@ -16,7 +15,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy import Table, Text, cast, delete, func, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -85,6 +84,25 @@ class OutboxRelay:
         self._producer: AIOKafkaProducer | None = None
         self._listener: asyncpg.Connection | None = None
         self._measured_at = -math.inf
+        self._published = OUTBOX_PUBLISHED.labels(service)
+        # One statement per batch, built once. The lock is an InitPlan of the subquery
+        # (evaluated once, before any row is read): no rows either means an empty outbox or
+        # another relay at work, and this round has nothing to do in both cases.
+        locked = select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY)).scalar_subquery()
+        oldest = select(outbox.c.id).where(locked).order_by(outbox.c.id).limit(batch_size)
+        self._claim = (
+            delete(outbox)
+            .where(outbox.c.id.in_(oldest))
+            .returning(
+                outbox.c.id,
+                outbox.c.topic,
+                outbox.c.key,
+                outbox.c.event_type,
+                # As text: the record's value is the stored JSON, not decoded and encoded again.
+                cast(outbox.c.envelope, Text).label("envelope"),
+                outbox.c.headers,
+            )
+        )
         self.published = 0
 
     async def run(self) -> None:
@@ -122,36 +140,19 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch; returns the rows sent (0 when another relay holds the lock)."""
-        outbox = self._outbox
-        # The lock is an InitPlan of the select (evaluated once, before any row is read):
-        # one round trip for both. No rows either means an empty outbox or another relay at
-        # work, and this round has nothing to do in both cases.
-        locked = select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY)).scalar_subquery()
         async with self._engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        outbox.c.id,
-                        outbox.c.topic,
-                        outbox.c.key,
-                        outbox.c.envelope,
-                        outbox.c.headers,
-                    )
-                    .where(locked)
-                    .order_by(outbox.c.id)
-                    .limit(self._batch_size)
-                )
-            ).all()
+            # Claimed by deleting them: the delete commits only once the broker has every
+            # row, and a failed send rolls it back, rows and all.
+            rows = sorted((await conn.execute(self._claim)).all(), key=lambda row: row.id)
             if not rows:
                 return 0
             producer = await self._get_producer()
             # Send the whole batch before awaiting: the idempotent producer keeps per-partition
-            # order, and the rows are deleted only when every send is acknowledged.
+            # order, and the delete commits only when every send is acknowledged.
             pending = [await self._send(producer, row) for row in rows]
             await asyncio.gather(*pending)
-            await conn.execute(delete(outbox).where(outbox.c.id.in_([row.id for row in rows])))
         self.published += len(rows)
-        OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
+        self._published.inc(len(rows))
         return len(rows)
 
     async def _measure_backlog(self) -> None:
@@ -170,7 +171,7 @@ class OutboxRelay:
         OUTBOX_OLDEST.labels(self._service).set(float(oldest or 0))
 
     async def _send(self, producer: AIOKafkaProducer, row: Any) -> asyncio.Future[Any]:
-        event_type = str(row.envelope["type"])
+        event_type: str = row.event_type
         with tracer.start_as_current_span(
             f"{row.topic} publish",
             context=context_from(row.headers),
@@ -186,7 +187,7 @@ class OutboxRelay:
             headers += [(k, v.encode()) for k, v in current_context_headers().items()]
             future: asyncio.Future[Any] = await producer.send(
                 row.topic,
-                value=json.dumps(row.envelope).encode(),
+                value=row.envelope.encode(),
                 key=row.key.encode(),
                 headers=headers,
             )
