@@ -1,4 +1,4 @@
-"""The order-outcome handlers on a real migrated database, mailing a real mail catcher."""
+"""The order-outcome steps on a real migrated database, mailing a real mail catcher."""
 
 import asyncio
 import uuid
