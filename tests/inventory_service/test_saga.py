@@ -2,8 +2,8 @@
 
 import pytest
 
-from inventory_service.saga import MalformedOrderError
 from inventory_service.models import OrderState
+from inventory_service.saga import MalformedOrderError
 from tests.inventory_service.support import cancelled, confirmed, created
 
 
