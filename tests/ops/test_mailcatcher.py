@@ -79,6 +79,50 @@ async def test_delivered_mail_is_listed_newest_first(catcher, http):
     assert newest["size"] == len(raw.content)
 
 
+def _message(message_id: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "orders@mercato.test"
+    message["To"] = "bob@example.test"
+    message["Message-ID"] = message_id
+    message.set_content("Hi Bob")
+    return message
+
+
+async def test_one_connection_carries_several_messages(catcher, http):
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=catcher.smtp_port, start_tls=False)
+    async with client:
+        await client.send_message(_message("<a@t>"))
+        # A transaction given up half-way leaves nothing behind for the next one.
+        await client.mail("orders@mercato.test")
+        await client.rset()
+        await client.send_message(_message("<b@t>"))
+        await client.send_message(_message("<c@t>"))
+        assert (catcher.connections, catcher.open_connections) == (1, 1)
+    listed = (await http.get("/api/messages")).json()
+    assert [m["message_id"] for m in listed] == ["<c@t>", "<b@t>", "<a@t>"]
+
+
+async def test_stopping_closes_open_connections_with_a_421(store):
+    catcher = MailCatcher(_settings(store))
+    await catcher.start()
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=catcher.smtp_port, start_tls=False)
+    await client.connect()
+    try:
+        await client.send_message(_message("<before@t>"))
+        await asyncio.wait_for(catcher.stop(), timeout=10)
+
+        async def hung_up():
+            return not client.is_connected
+
+        await eventually(hung_up, within=10)
+        assert catcher.open_connections == 0
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            await client.send_message(_message("<after@t>"))
+        assert [d.message_id for d in catcher.store.deliveries()] == ["<before@t>"]
+    finally:
+        client.close()
+
+
 async def test_messages_can_be_filtered_by_recipient(catcher, http):
     await send(catcher.smtp_port, to="bob@example.test", message_id="<a@t>")
     await send(catcher.smtp_port, to="carol@example.test", message_id="<b@t>")
