@@ -130,10 +130,7 @@ class OrderSaga:
     async def on_inventory_rejected(self, session: AsyncSession, envelope: Envelope) -> None:
         """Cancel the order: a SKU is unknown or short."""
         rejected = payload_as(envelope, InventoryRejected)
-        order = await _pending(session, envelope.order_id, envelope.type)
-        if order is not None:
-            reason = REJECTION_REASONS[rejected.reason]
-            await cancel(session, order, reason=reason, settings=self.settings)
+        await self._cancel(session, envelope, REJECTION_REASONS[rejected.reason])
 
     async def on_payment_authorized(self, session: AsyncSession, envelope: Envelope) -> None:
         """Confirm the order for the authorized amount."""
@@ -151,7 +148,11 @@ class OrderSaga:
     async def on_payment_failed(self, session: AsyncSession, envelope: Envelope) -> None:
         """Cancel the order: the payment was declined or could not be authorized."""
         failed = payload_as(envelope, PaymentFailed)
+        await self._cancel(session, envelope, PAYMENT_REASONS[failed.reason])
+
+    async def _cancel(
+        self, session: AsyncSession, envelope: Envelope, reason: CancelReason
+    ) -> None:
         order = await _pending(session, envelope.order_id, envelope.type)
         if order is not None:
-            reason = PAYMENT_REASONS[failed.reason]
             await cancel(session, order, reason=reason, settings=self.settings)
