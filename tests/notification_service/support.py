@@ -14,8 +14,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.infra import free_port
 
-# What ``reuse_reply`` may be besides an SMTP reply: close the connection without a word.
+# What ``reuse_reply`` may be besides an SMTP reply: close the connection without a word, or
+# keep it open and never answer (as a connection that a middlebox forgot looks to a client).
 HANG_UP = "hang up"
+SILENCE = "silence"
 
 
 def message(n: int, *, to: str = "alice@example.test") -> EmailMessage:
@@ -34,8 +36,8 @@ class ScriptedServer:
 
     ``refuse`` maps recipients to the reply RCPT gets for them; ``mail_reply``, when set,
     answers every MAIL; ``reuse_reply`` answers, once, the first MAIL of a connection that
-    already carried a mail (or, as ``HANG_UP``, closes it there): what a server does to a
-    client it dropped for idling, or is shutting down under.
+    already carried a mail (or, as ``HANG_UP``, closes it there; as ``SILENCE``, never
+    answers): what a client sees of a server that dropped it for idling, or shuts down.
     """
 
     def __init__(
@@ -79,6 +81,8 @@ class ScriptedServer:
     ) -> str:
         if self._mails[session] and self.reuse_reply is not None:
             reply, self.reuse_reply = self.reuse_reply, None
+            if reply == SILENCE:
+                await asyncio.Event().wait()  # until the client gives up and hangs up
             if reply != HANG_UP:
                 return reply
             assert server.transport is not None

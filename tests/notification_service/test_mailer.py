@@ -11,7 +11,7 @@ from mercato_shared.consumer import is_transient
 from notification_service.mailer import MailRejectedError, MailUnavailableError, SmtpMailer
 from notification_service.settings import NotificationSettings
 from tests.infra import eventually
-from tests.notification_service.support import HANG_UP, ScriptedServer, message
+from tests.notification_service.support import HANG_UP, SILENCE, ScriptedServer, message
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ async def mailer_for():
 
     def build(port: int, **settings) -> SmtpMailer:
         mailer = SmtpMailer(
-            NotificationSettings(smtp_port=port, smtp_timeout_seconds=5, **settings)
+            NotificationSettings(**{"smtp_port": port, "smtp_timeout_seconds": 5, **settings})
         )
         built.append(mailer)
         return mailer
@@ -63,12 +63,15 @@ async def test_a_restarted_server_gets_the_next_mail_once(catcher_settings, mail
 
 
 @pytest.mark.parametrize(
-    "drop", [HANG_UP, "421 4.4.2 Idle for too long, closing the connection"], ids=["hang-up", "421"]
+    "drop",
+    [HANG_UP, "421 4.4.2 Idle for too long, closing the connection", SILENCE],
+    ids=["hang-up", "421", "no-answer"],
 )
 async def test_a_dropped_connection_is_replaced_and_the_mail_sent_once(mailer_for, drop, caplog):
     caplog.set_level(logging.INFO, logger="notification_service.mailer")
     async with ScriptedServer(reuse_reply=drop) as server:
-        mailer = mailer_for(server.port)
+        # A short timeout, for the connection that no longer answers.
+        mailer = mailer_for(server.port, smtp_timeout_seconds=2)
         await mailer.send(message(1))
         await mailer.send(message(2))  # the reused connection fails; a new one carries it
         await mailer.send(message(3))
