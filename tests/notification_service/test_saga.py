@@ -63,9 +63,12 @@ async def handle(settings, sessions):
     mailer = SmtpMailer(settings)
     handlers = build_handlers(settings, mailer)
 
-    async def run(envelope):
+    async def run(envelope, *, then=None):
+        """``then`` runs after the step, in its transaction: raising there rolls it back."""
         async with transaction(sessions) as session:
             await handlers[envelope.type](session, envelope)
+            if then is not None:
+                then()
 
     yield run
     await mailer.close()
@@ -133,6 +136,33 @@ async def test_a_redelivered_or_second_event_sends_nothing_more(sessions, handle
     again = await stored(sessions, envelope.order_id)
     assert (again.kind, again.sent_at) == ("order.confirmed", first.sent_at)
     assert len(await mails(catcher)) == 1
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash():
+    raise _Crash
+
+
+async def test_a_mail_sent_again_after_a_rollback_is_the_same_mail(
+    sessions, handle, catcher, mails
+):
+    envelope = confirmed()
+    # Mailed, then the transaction rolls back before its commit (a crash, or a later event of
+    # its batch failing): the event comes again and its mail goes out again.
+    with pytest.raises(_Crash):
+        await handle(envelope, then=_crash)
+    assert await stored(sessions, envelope.order_id) is None
+    await handle(envelope)
+
+    first, again = await mails(catcher)
+    message_id = f"<order-{envelope.order_id}@mercato.local>"
+    assert first["message_id"] == again["message_id"] == message_id
+    assert again["deliveries"] == 2
+    assert (await stored(sessions, envelope.order_id)).message_id == message_id
+    assert catcher.connections == 1
 
 
 async def test_a_cancelled_order_says_why(sessions, handle, catcher, mails):
