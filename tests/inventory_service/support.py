@@ -92,7 +92,7 @@ class Inventory:
         return [str(v) for v in await service.check_invariants(sessions=self.sessions)]
 
     async def tamper(self, model: type[Base], key: Any, **changes: Any) -> None:
-        """Change a row behind the handlers' back (to prove the invariant check notices)."""
+        """Change a row behind the saga's back (to prove the invariant check notices)."""
         async with transaction(self.sessions) as session:
             row = await session.get(model, key)
             assert row is not None

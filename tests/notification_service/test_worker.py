@@ -103,6 +103,7 @@ async def test_each_terminal_order_is_mailed_once(worker, catcher, mails):
     delivered = {m["message_id"]: m for m in await mails(catcher)}
     assert set(delivered) == {f"<order-{paid}@mercato.local>", f"<order-{refused}@mercato.local>"}
     assert all(m["deliveries"] == 1 for m in delivered.values())
+    assert catcher.connections == 1  # the worker's one SMTP connection carried both
     assert delivered[f"<order-{paid}@mercato.local>"]["to"] == ["alice@example.test"]
     assert (await _notification(sessions, paid)).kind == "order.confirmed"
     assert (await _notification(sessions, refused)).kind == "order.cancelled"

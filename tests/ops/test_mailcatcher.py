@@ -36,24 +36,28 @@ async def http(catcher):
         yield client
 
 
-async def send(
-    port: int,
+def message(
     *,
     to: str = "bob@example.test",
     subject: str = "Hello",
     message_id: str | None = "<m1@mercato.test>",
     body: str = "Hi Bob",
     sender: str = "orders@mercato.test",
-) -> None:
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = subject
+) -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = sender
+    mail["To"] = to
+    mail["Subject"] = subject
     if message_id is not None:
-        message["Message-ID"] = message_id
-    message.set_content(body)
+        mail["Message-ID"] = message_id
+    mail.set_content(body)
+    return mail
+
+
+async def send(port: int, **fields) -> None:
+    """Deliver a message built from ``fields`` over a connection of its own."""
     await aiosmtplib.send(
-        message, hostname="127.0.0.1", port=port, local_hostname="test", start_tls=False
+        message(**fields), hostname="127.0.0.1", port=port, local_hostname="test", start_tls=False
     )
 
 
@@ -77,6 +81,41 @@ async def test_delivered_mail_is_listed_newest_first(catcher, http):
     assert "Message-ID: <b@t>" in raw.text
     assert "Hi Bob" in raw.text
     assert newest["size"] == len(raw.content)
+
+
+async def test_one_connection_carries_several_messages(catcher, http):
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=catcher.smtp_port, start_tls=False)
+    async with client:
+        await client.send_message(message(message_id="<a@t>"))
+        # A transaction given up half-way leaves nothing behind for the next one.
+        await client.mail("orders@mercato.test")
+        await client.rset()
+        await client.send_message(message(message_id="<b@t>"))
+        await client.send_message(message(message_id="<c@t>"))
+        assert (catcher.connections, catcher.open_connections) == (1, 1)
+    listed = (await http.get("/api/messages")).json()
+    assert [m["message_id"] for m in listed] == ["<c@t>", "<b@t>", "<a@t>"]
+
+
+async def test_stopping_closes_open_connections_with_a_421(store):
+    catcher = MailCatcher(_settings(store))
+    await catcher.start()
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=catcher.smtp_port, start_tls=False)
+    await client.connect()
+    try:
+        await client.send_message(message(message_id="<before@t>"))
+        await asyncio.wait_for(catcher.stop(), timeout=10)
+
+        async def hung_up():
+            return not client.is_connected
+
+        await eventually(hung_up, within=10)
+        assert catcher.open_connections == 0
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            await client.send_message(message(message_id="<after@t>"))
+        assert [d.message_id for d in catcher.store.deliveries()] == ["<before@t>"]
+    finally:
+        client.close()
 
 
 async def test_messages_can_be_filtered_by_recipient(catcher, http):

@@ -27,6 +27,9 @@ class NotificationSettings(ServiceSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=1025, ge=1, le=65535)
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    # One connection carries every mail; idle longer than this, it is replaced before use
+    # rather than trusted, since servers drop idle clients (some without a word).
+    smtp_idle_seconds: float = Field(default=30.0, gt=0)
     smtp_security: SmtpSecurity = SmtpSecurity.NONE
     # Empty user name: the server takes mail without authentication (the dev catcher does).
     smtp_username: str = ""

@@ -2,16 +2,20 @@
 
 from mercato_shared.worker import WorkerSpec
 from notification_service.handlers import build_handlers
+from notification_service.mailer import SmtpMailer
 from notification_service.models import inbox, outbox
 from notification_service.settings import NotificationSettings
 
 
 def build_spec(settings: NotificationSettings | None = None) -> WorkerSpec:
     settings = settings or NotificationSettings()
+    # One SMTP connection for the process, opened lazily inside the worker's event loop. The
+    # shared worker has no shutdown hook to say QUIT on it: it closes with the process.
+    mailer = SmtpMailer(settings)
     return WorkerSpec(
         settings=settings,
         outbox=outbox,
         inbox=inbox,
         topics=("orders",),
-        handlers=build_handlers(settings),
+        handlers=build_handlers(settings, mailer),
     )

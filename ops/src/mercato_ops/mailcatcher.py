@@ -3,6 +3,10 @@
 SMTP (aiosmtpd) and the HTTP view (FastAPI under uvicorn) share one event loop and one
 store, so a message is listed as soon as the SMTP client has heard 250. Deliveries persist to
 a JSON-lines file so that `mercato check` still sees them after the catcher restarts.
+
+A client may keep its connection open and send any number of messages over it, as the
+notification worker does; stopping the catcher closes such connections with a 421, so that
+their clients reconnect to whatever listens next.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -29,6 +33,8 @@ from mercato_shared.logs import configure_logging
 from mercato_shared.settings import DEV_STATE_DIR
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_REPLY = b"421 4.3.2 Mail catcher shutting down, closing the connection\r\n"
 
 
 class MailCatcherSettings(BaseSettings):
@@ -66,6 +72,37 @@ class _StoreHandler:
         return "250 Message accepted for delivery"
 
 
+class _Connection(SMTP):
+    """aiosmtpd's session for one client connection, registered with the catcher while open."""
+
+    def __init__(
+        self,
+        handler: _StoreHandler,
+        *,
+        opened: set[_Connection],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        # hostname given: aiosmtpd would otherwise look up the machine's FQDN.
+        super().__init__(handler, hostname="mercato-mail-catcher", loop=loop)
+        self._opened = opened
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._opened.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._opened.discard(self)
+        super().connection_lost(error)
+
+    def shut_down(self) -> None:
+        """Tell the client the service is closing (RFC 5321 §3.8) and close the connection."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            # The reply is flushed before the close, whatever the client was in the middle of.
+            cast(asyncio.WriteTransport, transport).write(SHUTDOWN_REPLY)
+            transport.close()
+
+
 class _EmbeddedServer(uvicorn.Server):
     # The catcher owns signal handling; uvicorn must not install its own handlers.
     @contextlib.contextmanager
@@ -83,6 +120,8 @@ class MailCatcher:
         self._http: _EmbeddedServer | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._http_port: int | None = None
+        self._open: set[_Connection] = set()
+        self.connections = 0  # SMTP connections accepted since the catcher was built
 
     @property
     def smtp_port(self) -> int:
@@ -90,6 +129,11 @@ class MailCatcher:
         assert self._smtp is not None, "not started"  # noqa: S101 - programming error
         port: int = self._smtp.sockets[0].getsockname()[1]
         return port
+
+    @property
+    def open_connections(self) -> int:
+        """SMTP connections open now."""
+        return len(self._open)
 
     @property
     def http_port(self) -> int:
@@ -107,10 +151,14 @@ class MailCatcher:
         http_socket = socket.create_server((self.settings.host, self.settings.http_port))
         http_socket.setblocking(False)
         handler = _StoreHandler(self.store)
+
+        def accept() -> _Connection:
+            self.connections += 1
+            return _Connection(handler, opened=self._open, loop=loop)
+
         try:
             self._smtp = await loop.create_server(
-                # hostname given: aiosmtpd would otherwise look up the machine's FQDN.
-                lambda: SMTP(handler, hostname="mercato-mail-catcher", loop=loop),
+                accept,
                 host=self.settings.host,
                 port=self.settings.smtp_port,
             )
@@ -134,9 +182,14 @@ class MailCatcher:
         )
 
     async def stop(self) -> None:
-        """Close both servers."""
+        """Close both servers, and every SMTP connection still open."""
         if self._smtp is not None:
             self._smtp.close()
+            # Closing the server only stops accepting: open connections would otherwise go
+            # on delivering into this stopped catcher (and from Python 3.12 on, wait_closed()
+            # waits for them).
+            for connection in list(self._open):
+                connection.shut_down()
             await self._smtp.wait_closed()
             self._smtp = None
         if self._http is not None and self._http_task is not None:

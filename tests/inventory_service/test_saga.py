@@ -1,9 +1,9 @@
-"""The saga handlers against a real, migrated database, each event in its own transaction."""
+"""The saga steps against a real, migrated database, each event in its own transaction."""
 
 import pytest
 
-from inventory_service.handlers import MalformedOrderError
 from inventory_service.models import OrderState
+from inventory_service.saga import MalformedOrderError
 from tests.inventory_service.support import cancelled, confirmed, created
 
 

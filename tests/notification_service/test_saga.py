@@ -1,13 +1,11 @@
-"""The order-outcome handlers on a real migrated database, mailing a real mail catcher."""
+"""The order-outcome steps on a real migrated database, mailing a real mail catcher."""
 
-import asyncio
 import uuid
 from email import message_from_bytes
 from email.policy import default as default_policy
 
 import httpx
 import pytest
-from aiosmtpd.smtp import SMTP
 
 from mercato_ops.mailcatcher import MailCatcher
 from mercato_shared.consumer import is_transient
@@ -22,10 +20,10 @@ from mercato_shared.events import (
 from mercato_shared.identity import Identity, Role
 from notification_service import repository, service
 from notification_service.handlers import build_handlers
-from notification_service.mailer import MailRejectedError, MailUnavailableError
+from notification_service.mailer import MailRejectedError, MailUnavailableError, SmtpMailer
 from notification_service.settings import NotificationSettings
 from notification_service.templates import CANCEL_REASONS
-from tests.infra import free_port
+from tests.notification_service.support import ScriptedServer
 
 ADMIN = Identity(subject="root", roles=frozenset({Role.ADMIN}))
 
@@ -56,11 +54,24 @@ def cancelled(order_id=None, *, reason=CancelReason.OUT_OF_STOCK, email=None):
     return Envelope.wrap(event, order_id=order_id or uuid.uuid4())
 
 
-async def handle(settings, sessions, envelope):
-    """Run the worker's handler for ``envelope`` in one transaction, as the consumer does."""
-    handler = build_handlers(settings)[envelope.type]
-    async with transaction(sessions) as session:
-        await handler(session, envelope)
+@pytest.fixture
+async def handle(settings, sessions):
+    """Run the worker's step for an envelope in one transaction, as the consumer does.
+
+    One mailer serves the whole test, as one serves the whole worker.
+    """
+    mailer = SmtpMailer(settings)
+    handlers = build_handlers(settings, mailer)
+
+    async def run(envelope, *, then=None):
+        """``then`` runs after the step, in its transaction: raising there rolls it back."""
+        async with transaction(sessions) as session:
+            await handlers[envelope.type](session, envelope)
+            if then is not None:
+                then()
+
+    yield run
+    await mailer.close()
 
 
 async def stored(sessions, order_id):
@@ -83,13 +94,14 @@ async def raw_mail(catcher, n):
 
 
 def test_only_terminal_events_are_handled(settings):
-    assert set(build_handlers(settings)) == {"order.confirmed", "order.cancelled"}
-    assert OrderCreated.event_type not in build_handlers(settings)
+    handlers = build_handlers(settings, SmtpMailer(settings))  # never connects: nothing sent
+    assert set(handlers) == {"order.confirmed", "order.cancelled"}
+    assert OrderCreated.event_type not in handlers
 
 
-async def test_a_confirmed_order_is_stored_and_mailed(settings, sessions, catcher, mails):
+async def test_a_confirmed_order_is_stored_and_mailed(sessions, handle, catcher, mails):
     envelope = confirmed()
-    await handle(settings, sessions, envelope)
+    await handle(envelope)
 
     row = await stored(sessions, envelope.order_id)
     assert row is not None
@@ -112,13 +124,13 @@ async def test_a_confirmed_order_is_stored_and_mailed(settings, sessions, catche
     assert "1,234.56 EUR" in message.get_content()
 
 
-async def test_a_redelivered_or_second_event_sends_nothing_more(settings, sessions, catcher, mails):
+async def test_a_redelivered_or_second_event_sends_nothing_more(sessions, handle, catcher, mails):
     envelope = confirmed()
-    await handle(settings, sessions, envelope)
+    await handle(envelope)
     first = await stored(sessions, envelope.order_id)
-    await handle(settings, sessions, envelope)
+    await handle(envelope)
     # The first terminal event wins, whatever comes after it for the same order.
-    await handle(settings, sessions, cancelled(envelope.order_id))
+    await handle(cancelled(envelope.order_id))
 
     assert await stored_count(sessions) == 1
     again = await stored(sessions, envelope.order_id)
@@ -126,10 +138,37 @@ async def test_a_redelivered_or_second_event_sends_nothing_more(settings, sessio
     assert len(await mails(catcher)) == 1
 
 
-async def test_a_cancelled_order_says_why(settings, sessions, catcher, mails):
+class _Crash(Exception):
+    pass
+
+
+def _crash():
+    raise _Crash
+
+
+async def test_a_mail_sent_again_after_a_rollback_is_the_same_mail(
+    sessions, handle, catcher, mails
+):
+    envelope = confirmed()
+    # Mailed, then the transaction rolls back before its commit (a crash, or a later event of
+    # its batch failing): the event comes again and its mail goes out again.
+    with pytest.raises(_Crash):
+        await handle(envelope, then=_crash)
+    assert await stored(sessions, envelope.order_id) is None
+    await handle(envelope)
+
+    first, again = await mails(catcher)
+    message_id = f"<order-{envelope.order_id}@mercato.local>"
+    assert first["message_id"] == again["message_id"] == message_id
+    assert again["deliveries"] == 2
+    assert (await stored(sessions, envelope.order_id)).message_id == message_id
+    assert catcher.connections == 1
+
+
+async def test_a_cancelled_order_says_why(sessions, handle, catcher, mails):
     orders = {reason: uuid.uuid4() for reason in CancelReason}
     for reason, order_id in orders.items():
-        await handle(settings, sessions, cancelled(order_id, reason=reason))
+        await handle(cancelled(order_id, reason=reason))
 
     delivered = {m["message_id"]: m for m in await mails(catcher)}
     assert len(delivered) == len(CancelReason)
@@ -145,30 +184,20 @@ async def test_a_cancelled_order_says_why(settings, sessions, catcher, mails):
 
 
 async def test_an_unreachable_mail_server_is_transient_and_stores_nothing(
-    settings, sessions, catcher_settings, mails
+    sessions, handle, catcher_settings, mails
 ):
     envelope = confirmed()
     # No catcher runs on the configured port yet.
     with pytest.raises(MailUnavailableError) as failure:
-        await handle(settings, sessions, envelope)
+        await handle(envelope)
     assert is_transient(failure.value)
     assert await stored(sessions, envelope.order_id) is None
 
     async with MailCatcher(catcher_settings) as catcher:
-        await handle(settings, sessions, envelope)
+        await handle(envelope)
         [mail] = await mails(catcher)
     assert mail["message_id"] == f"<order-{envelope.order_id}@mercato.local>"
     assert (await stored(sessions, envelope.order_id)).sent_at is not None
-
-
-class _Refusing:
-    """An SMTP server that refuses the recipient: temporarily (4xx) or for good (5xx)."""
-
-    def __init__(self, reply: str) -> None:
-        self.reply = reply
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        return self.reply
 
 
 @pytest.mark.parametrize(
@@ -179,19 +208,11 @@ class _Refusing:
     ],
 )
 async def test_refusals_are_sorted_into_retry_and_give_up(
-    settings, sessions, reply, error, transient
+    settings, sessions, handle, reply, error, transient
 ):
-    loop = asyncio.get_running_loop()
-    port = free_port()
-    server = await loop.create_server(
-        lambda: SMTP(_Refusing(reply), hostname="refusing", loop=loop), "127.0.0.1", port
-    )
-    try:
-        envelope = confirmed()
+    envelope = confirmed()
+    async with ScriptedServer(port=settings.smtp_port, refuse={"alice@example.test": reply}):
         with pytest.raises(error) as failure:
-            await handle(settings.model_copy(update={"smtp_port": port}), sessions, envelope)
-        assert is_transient(failure.value) is transient
-        assert await stored(sessions, envelope.order_id) is None
-    finally:
-        server.close()
-        await server.wait_closed()
+            await handle(envelope)
+    assert is_transient(failure.value) is transient
+    assert await stored(sessions, envelope.order_id) is None
