@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from mercato_shared.consumer import EventConsumer
-from mercato_shared.db import create_engine, create_sessionmaker, transaction
+from mercato_shared.db import create_engine, create_sessionmaker, serial, transaction
 from mercato_shared.events import Envelope, OrderCreated
 from mercato_shared.kafka import create_producer, ensure_topics
 from mercato_shared.outbox import add_event
@@ -227,3 +227,50 @@ async def test_events_without_a_handler_are_skipped_by_their_header(env):
     await _consume(consumer, handled_one)
     assert consumer.dead_lettered == 0
     assert [event_id for event_id, _ in handler.runs] == [handled.id]
+
+
+async def test_with_concurrency_orders_wait_together_and_each_order_in_order(env):
+    settings, sessions, producer = env
+    waiting = [_envelope() for _ in range(4)]
+    order_id = uuid.uuid4()
+    first, second = _envelope(order_id), _envelope(order_id)
+    await _publish_all(settings, producer, [first, *waiting, second])
+    all_waiting = asyncio.Event()
+    started: list[uuid.UUID] = []
+    timeline: list[tuple[str, uuid.UUID]] = []
+
+    async def handler(session, envelope):
+        started.append(envelope.id)
+        timeline.append(("start", envelope.id))
+        async with serial(session):
+            event = OrderCreated(customer_id=str(envelope.id), lines=[])
+            await add_event(session, outbox, event, order_id=envelope.order_id, topic="elsewhere")
+        if envelope.id in {e.id for e in waiting}:
+            # A remote call that answers only once every other order's call is under way:
+            # handled one after the other, these would never all be waiting at once.
+            if sum(e.id in started for e in waiting) == len(waiting):
+                all_waiting.set()
+            await asyncio.wait_for(all_waiting.wait(), 10)
+        else:
+            await asyncio.sleep(0.05)
+        timeline.append(("end", envelope.id))
+
+    consumer = EventConsumer(
+        settings=settings,
+        topics=[settings.topic("orders")],
+        handlers={"order.created": handler},
+        sessions=sessions,
+        inbox_table=inbox,
+        dead_letters=lambda: asyncio.sleep(0, producer),
+        concurrency=6,
+    )
+
+    async def all_done():
+        return consumer.processed == 6
+
+    await _consume(consumer, all_done)
+    assert all_waiting.is_set()
+    # One order's two events never overlapped, and kept their offset order.
+    assert timeline.index(("start", second.id)) > timeline.index(("end", first.id))
+    effects = await _effects_per_order(sessions)
+    assert effects == {order_id: 2, **{e.order_id: 1 for e in waiting}}

@@ -9,8 +9,7 @@ from notification_service.settings import NotificationSettings
 
 def build_spec(settings: NotificationSettings | None = None) -> WorkerSpec:
     settings = settings or NotificationSettings()
-    # One SMTP connection for the process, opened lazily inside the worker's event loop. The
-    # shared worker has no shutdown hook to say QUIT on it: it closes with the process.
+    # One SMTP connection for the process, opened lazily inside the worker's event loop.
     mailer = SmtpMailer(settings)
     return WorkerSpec(
         settings=settings,
@@ -18,4 +17,5 @@ def build_spec(settings: NotificationSettings | None = None) -> WorkerSpec:
         inbox=inbox,
         topics=("orders",),
         handlers=build_handlers(settings, mailer),
+        closers=(mailer.close,),
     )

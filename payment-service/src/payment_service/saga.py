@@ -5,6 +5,10 @@ Each step runs in the consumer's transaction, with the event's inbox row, and fi
 order's payments row (inserting it when there is none), so two events of one order handled at
 once by two workers apply one after the other. The processor is called while the lock is held:
 a second event of the order waits for the first one's outcome instead of racing it.
+
+The worker runs the steps of a batch's different orders at once (``concurrency``), so that
+their processor calls overlap: each step takes the session's turn (``serial``) for its
+statements and its changes to the payment, and lets it go while it waits on the processor.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mercato_shared.db import serial
 from mercato_shared.events import (
     Envelope,
     InventoryReserved,
@@ -62,39 +67,44 @@ class PaymentSaga:
         """Authorize the reserved amount, unless the order is already known to be cancelled."""
         event = payload_as(envelope, InventoryReserved)
         order_id = envelope.order_id
-        payment, created = await repository.claim_payment(
-            session,
-            order_id=order_id,
-            customer_id=event.customer_id,
-            status=PaymentStatus.AUTHORIZING,
-            amount=event.amount,
-            currency=event.currency,
-        )
-        if not created:
-            # Cancelled before the reservation arrived, or a reservation already handled.
-            log.info("reservation ignored", extra=_context(payment))
-            return
         key = authorization_key(order_id)
-        payment.idempotency_key = key
-        if event.amount == 0:
-            # Nothing to hold: an order of free items needs no processor.
-            await self._authorized(session, payment, authorization_id=None)
-            return
+        async with serial(session):
+            payment, created = await repository.claim_payment(
+                session,
+                order_id=order_id,
+                customer_id=event.customer_id,
+                status=PaymentStatus.AUTHORIZING,
+                amount=event.amount,
+                currency=event.currency,
+            )
+            if not created:
+                # Cancelled before the reservation arrived, or a reservation already handled.
+                log.info("reservation ignored", extra=_context(payment))
+                return
+            payment.idempotency_key = key
+            if event.amount == 0:
+                # Nothing to hold: an order of free items needs no processor.
+                await self._authorized(session, payment, authorization_id=None)
+                return
         try:
             auth = await self.sandbox.authorize(
                 key=key, order_id=str(order_id), amount=event.amount, currency=event.currency
             )
         except ProviderUnavailableError as exc:
             log.warning("authorization given up: %s", exc, extra=_context(payment))
-            payment.key_voided = await self._void_key(key)
-            await self._failed(session, payment, PaymentFailure.PROVIDER_UNAVAILABLE, str(exc))
+            voided = await self._void_key(key)
+            async with serial(session):
+                payment.key_voided = voided
+                await self._failed(session, payment, PaymentFailure.PROVIDER_UNAVAILABLE, str(exc))
             return
-        await self._settle(session, payment, auth)
+        async with serial(session):
+            await self._settle(session, payment, auth)
 
     async def on_order_confirmed(self, session: AsyncSession, envelope: Envelope) -> None:
         """Capture the authorization of a confirmed order."""
         event = payload_as(envelope, OrderConfirmed)
-        payment = await repository.lock_payment(session, envelope.order_id)
+        async with serial(session):
+            payment = await repository.lock_payment(session, envelope.order_id)
         if payment is None or payment.status != PaymentStatus.AUTHORIZED:
             if payment is None or payment.status != PaymentStatus.CAPTURED:
                 log.error(
@@ -108,46 +118,51 @@ class PaymentSaga:
         if payment.provider_ref is not None:
             # Provider trouble raises ProviderUnavailableError: the event is retried, not lost.
             captured = (await self.sandbox.capture(payment.provider_ref)).captured
-        payment.status = PaymentStatus.CAPTURED
-        payment.captured = captured
-        _touch(payment)
+        async with serial(session):
+            payment.status = PaymentStatus.CAPTURED
+            payment.captured = captured
+            _touch(payment)
 
     async def on_order_cancelled(self, session: AsyncSession, envelope: Envelope) -> None:
         """Release what the order holds: void an authorization, refund a capture."""
         event = payload_as(envelope, OrderCancelled)
-        payment, created = await repository.claim_payment(
-            session,
-            order_id=envelope.order_id,
-            customer_id=event.customer_id,
-            status=PaymentStatus.CANCELLED,
-            amount=0,
-            currency=None,
-        )
+        async with serial(session):
+            payment, created = await repository.claim_payment(
+                session,
+                order_id=envelope.order_id,
+                customer_id=event.customer_id,
+                status=PaymentStatus.CANCELLED,
+                amount=0,
+                currency=None,
+            )
         if created:
             # The marker a late reservation finds: payment never authorizes a cancelled order.
             log.info("cancellation recorded before any authorization", extra=_context(payment))
             return
-        # Provider trouble below raises ProviderUnavailableError: the event is retried.
+        # Provider trouble below raises ProviderUnavailableError: the event is retried. The
+        # payment row stays locked meanwhile; only its changes wait for the session's turn.
         status = payment.status
         if status == PaymentStatus.AUTHORIZED:
             if payment.provider_ref is not None:
                 await self.sandbox.void(payment.provider_ref)
-            payment.status = PaymentStatus.VOIDED
+            changes: dict[str, object] = {"status": PaymentStatus.VOIDED}
         elif status == PaymentStatus.CAPTURED:
             remaining = payment.captured - payment.refunded
             if remaining and payment.provider_ref is not None:
                 await self.sandbox.refund(
                     payment.provider_ref, key=refund_key(payment.order_id), amount=remaining
                 )
-            payment.status = PaymentStatus.REFUNDED
-            payment.refunded = payment.captured
+            changes = {"status": PaymentStatus.REFUNDED, "refunded": payment.captured}
         elif status == PaymentStatus.FAILED and _needs_key_void(payment):
             assert payment.idempotency_key is not None  # noqa: S101 - checked by _needs_key_void
             await self.sandbox.void_key(payment.idempotency_key)
-            payment.key_voided = True
+            changes = {"key_voided": True}
         else:
             return
-        _touch(payment)
+        async with serial(session):
+            for name, value in changes.items():
+                setattr(payment, name, value)
+            _touch(payment)
         log.info("payment compensated: %s -> %s", status, payment.status, extra=_context(payment))
 
     async def _settle(

@@ -24,6 +24,8 @@ class PaymentSettings(ServiceSettings):
     # with the same idempotency key.
     sandbox_timeout_seconds: float = Field(default=5.0, gt=0)
     sandbox_max_connections: int = Field(default=20, ge=1)
+    # Processor calls of one batch's different orders in flight at once (per partition).
+    sandbox_calls_per_batch: int = Field(default=8, ge=1, le=100)
     sandbox_max_attempts: int = Field(default=4, ge=1)
     sandbox_retry_base_delay_seconds: float = Field(default=0.2, ge=0)
     sandbox_retry_max_delay_seconds: float = Field(default=2.0, ge=0)

@@ -17,4 +17,7 @@ def build_spec(settings: PaymentSettings | None = None) -> WorkerSpec:
         inbox=inbox,
         topics=("inventory", "orders"),
         handlers=build_handlers(settings, sandbox),
+        # Authorizations and captures of different orders wait on the processor together.
+        concurrency=settings.sandbox_calls_per_batch,
+        closers=(sandbox.aclose,),
     )

@@ -17,6 +17,11 @@ The handler contract (docs/saga.md says the same for the saga's steps):
   ``consumer_max_attempts``. Its neighbours are applied once, in a later transaction, so a
   handler may run more than once for an event before one of its transactions commits: its
   effects outside the database (a card authorization, a mail) must be idempotent.
+- With ``concurrency`` above 1, the events of different orders in one batch run at the same
+  time (those of one order still one after the other, in offset order), so that steps
+  waiting on a remote call wait together. They share the batch's session: such handlers do
+  their database work and change loaded objects only inside ``db.serial(session)``. A batch
+  is then at most ``concurrency`` events, so that its transaction lasts one round of calls.
 - Offsets are committed after the transaction, at most once a second: a crash redelivers
   what was applied since, which the inbox makes harmless.
 """
@@ -29,6 +34,7 @@ import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -129,6 +135,7 @@ class EventConsumer:
         inbox_table: Table,
         dead_letters: Callable[[], Awaitable[AIOKafkaProducer]],
         commit_interval: float = COMMIT_INTERVAL_SECONDS,
+        concurrency: int = 1,
     ) -> None:
         self._settings = settings
         self._topics = topics
@@ -139,7 +146,12 @@ class EventConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self._pending: dict[TopicPartition, int] = {}
         self._commit_interval = commit_interval
-        self._batch_size = settings.consumer_batch_size
+        # Handlers that run side by side wait on remote calls: a batch is then one round of
+        # them, so that its transaction (and its row locks) lasts about as long as one call.
+        self._batch_size = min(settings.consumer_batch_size, concurrency)
+        if concurrency == 1:
+            self._batch_size = settings.consumer_batch_size
+        self._concurrency = concurrency
         self._counters: dict[tuple[str, str], Counter] = {}
         self._durations: dict[str, Histogram] = {}
         self._committed_at = time.monotonic()
@@ -333,17 +345,44 @@ class EventConsumer:
         ran: list[bool] = []
         async with transaction(self._sessions) as session:
             fresh = await inbox.record(session, self._inbox, [e.delivery for e in events])
+            new: list[_Event] = []
             for event in events:
-                envelope = event.delivery.envelope
                 # The same event twice in one batch (a relay that re-sent it) runs once.
-                if envelope.id not in fresh:
-                    ran.append(False)
-                    continue
-                fresh.discard(envelope.id)
-                ran.append(True)
-                with self._span(event):
-                    await event.handler(session, envelope)
+                ran.append(event.delivery.envelope.id in fresh)
+                if ran[-1]:
+                    fresh.discard(event.delivery.envelope.id)
+                    new.append(event)
+            if self._concurrency > 1 and len(new) > 1:
+                await self._run_side_by_side(session, new)
+            else:
+                for event in new:
+                    await self._run(session, event)
         return ran
+
+    async def _run(self, session: AsyncSession, event: _Event) -> None:
+        with self._span(event):
+            await event.handler(session, event.delivery.envelope)
+
+    async def _run_side_by_side(self, session: AsyncSession, events: list[_Event]) -> None:
+        """Each order's events in order, different orders at once, ``concurrency`` at most."""
+        by_order: dict[uuid.UUID, list[_Event]] = {}
+        for event in events:
+            by_order.setdefault(event.delivery.envelope.order_id, []).append(event)
+        turns = asyncio.Semaphore(self._concurrency)
+
+        async def one_order(chain: list[_Event]) -> None:
+            async with turns:
+                for event in chain:
+                    await self._run(session, event)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for chain in by_order.values():
+                    group.create_task(one_order(chain))
+        except ExceptionGroup as failed:
+            # One failure, as a handler run alone would raise it: the batch is retried or
+            # split by its kind, and the group's other failures roll back with it anyway.
+            raise failed.exceptions[0] from None
 
     def _span(self, event: _Event) -> AbstractContextManager[Any]:
         record, envelope = event.record, event.delivery.envelope

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from mercato_shared.settings import ServiceSettings
 # A pooled connection handed back this recently is handed out again without a ping.
 PING_AFTER_IDLE_SECONDS = 1.0
 _CHECKED_IN_AT = "mercato_checked_in_at"
+_SERIAL_LOCK = "mercato_serial_lock"
 
 
 def create_engine(settings: ServiceSettings) -> AsyncEngine:
@@ -93,6 +95,22 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """One unit of work: commits once on success, rolls back on any exception."""
     async with sessions() as session, session.begin():
+        yield session
+
+
+@asynccontextmanager
+async def serial(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """A turn at a session that concurrent steps share: one of them at a time uses it.
+
+    A session runs one statement at a time, and a flush must not see objects change under
+    it. Steps that wait on a remote call at the same time (a consumer's ``concurrency``) hold
+    their turn for their database work and their changes to loaded objects, and let it go
+    while they wait.
+    """
+    lock = session.info.get(_SERIAL_LOCK)
+    if lock is None:
+        lock = session.info[_SERIAL_LOCK] = asyncio.Lock()
+    async with lock:
         yield session
 
 

@@ -52,6 +52,10 @@ class WorkerSpec:
     handlers: Mapping[str, Handler] = field(default_factory=dict)
     # (job, interval in seconds)
     jobs: tuple[tuple[Job, float], ...] = ()
+    # Events of different orders in one batch handled at once (see consumer.py).
+    concurrency: int = 1
+    # Run once the consumer has stopped: clients the handlers hold (an HTTP pool, SMTP).
+    closers: tuple[Callable[[], Awaitable[object]], ...] = ()
 
 
 async def _every(job: Job, interval: float, sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -115,6 +119,7 @@ async def run_worker(spec: WorkerSpec) -> None:
         sessions=sessions,
         inbox_table=spec.inbox,
         dead_letters=dead_letters,
+        concurrency=spec.concurrency,
     )
 
     async def database() -> None:
@@ -164,6 +169,11 @@ async def run_worker(spec: WorkerSpec) -> None:
                 task.cancel()
         await asyncio.gather(*tasks, stopper, return_exceptions=True)
         await dead_letters.close()
+        for close in spec.closers:
+            try:
+                await close()
+            except Exception:
+                log.exception("closing %s failed", getattr(close, "__qualname__", close))
         await engine.dispose()
     if failed:
         raise SystemExit(1)
