@@ -7,7 +7,7 @@ import uuid
 import pytest
 from sqlalchemy import func, select, text
 
-from mercato_shared.consumer import EventConsumer
+from mercato_shared.consumer import EventConsumer, is_transient
 from mercato_shared.db import create_engine, create_sessionmaker, serial, transaction
 from mercato_shared.events import Envelope, OrderCreated
 from mercato_shared.kafka import create_producer, ensure_topics
@@ -274,3 +274,22 @@ async def test_with_concurrency_orders_wait_together_and_each_order_in_order(env
     assert timeline.index(("start", second.id)) > timeline.index(("end", first.id))
     effects = await _effects_per_order(sessions)
     assert effects == {order_id: 2, **{e.order_id: 1 for e in waiting}}
+
+
+async def test_a_deadlock_between_two_transactions_counts_as_transient(env):
+    _, sessions, _ = env
+    locks = "SELECT pg_advisory_xact_lock(:first), pg_advisory_xact_lock(:second)"
+    holding = [asyncio.Event(), asyncio.Event()]
+
+    async def batch(index, first, second):
+        async with transaction(sessions) as session:
+            await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": first})
+            holding[index].set()
+            await asyncio.wait_for(holding[1 - index].wait(), 10)
+            await session.execute(text(locks), {"first": first, "second": second})
+
+    # Each holds one lock and asks for the other's: Postgres rolls one of them back.
+    outcomes = await asyncio.gather(batch(0, 1, 2), batch(1, 2, 1), return_exceptions=True)
+    failures = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+    assert len(failures) == 1
+    assert is_transient(failures[0])

@@ -55,16 +55,16 @@ from mercato_shared.db import transaction
 from mercato_shared.events import Envelope
 from mercato_shared.inbox import Delivery
 from mercato_shared.metrics import CONSUMER_LAG, DEAD_LETTERS, EVENT_DURATION, EVENTS_PROCESSED
+from mercato_shared.outbox import EVENT_TYPE_HEADER
 from mercato_shared.resilience.retry import backoff_delay
 from mercato_shared.settings import ServiceSettings
 from mercato_shared.tracing import context_from, tracer
+from mercato_shared.tracing import enabled as tracing_enabled
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 
-# The header the outbox relay names every record's event type in.
-EVENT_TYPE_HEADER = "event_type"
 # Records one fetch may return, over all partitions: a batch is whatever a fetch returned,
 # never something waited for, so a quiet stream is handled as soon as its event arrives.
 FETCH_MAX_RECORDS = 500
@@ -93,9 +93,17 @@ def _describe(events: Sequence[_Event]) -> str:
 
 # Outages of our own infrastructure: retrying forever (the partition waits) is right, since
 # dead-lettering an event because the database was restarting would lose the saga step.
+# Deadlocks and serialization failures are the database's verdict on a moment, not on the
+# events: a batch's steps lock rows in their own order, so two batches can deadlock, and
+# the one Postgres rolls back succeeds when tried again.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures of the infrastructure rather than of the event itself."""
     if isinstance(exc, DBAPIError):
+        if getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES:
+            return True
         return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
     return isinstance(exc, OSError | TimeoutError)
 
@@ -152,6 +160,7 @@ class EventConsumer:
         if concurrency == 1:
             self._batch_size = settings.consumer_batch_size
         self._concurrency = concurrency
+        self._traced = tracing_enabled()
         self._counters: dict[tuple[str, str], Counter] = {}
         self._durations: dict[str, Histogram] = {}
         self._committed_at = time.monotonic()
@@ -385,6 +394,9 @@ class EventConsumer:
             raise failed.exceptions[0] from None
 
     def _span(self, event: _Event) -> AbstractContextManager[Any]:
+        if not self._traced:
+            # No exporter: the span would be a no-op that still parses the record's headers.
+            return contextlib.nullcontext()
         record, envelope = event.record, event.delivery.envelope
         return tracer.start_as_current_span(
             f"{record.topic} process",
