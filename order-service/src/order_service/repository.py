@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import raiseload
 
 from order_service.models import IdempotencyKey, Order, OrderStatus
 
@@ -70,6 +69,63 @@ _PLACE_WITH_KEY = text(
 ).bindparams(bindparam("envelope", type_=JSONB), bindparam("headers", type_=JSONB))
 
 
+# A pending order's next step in one statement: the row changed under its lock (the UPDATE
+# takes it and re-checks PENDING once it has it) and the history entry appended.
+_ADVANCE = text(
+    "WITH moved AS (UPDATE orders SET status = CAST(:status AS text),"
+    " cancel_reason = COALESCE(CAST(:reason AS text), cancel_reason),"
+    " amount = COALESCE(CAST(:amount AS integer), amount),"
+    " currency = COALESCE(CAST(:currency AS text), currency), updated_at = now()"
+    " WHERE id = CAST(:id AS uuid) AND status = CAST(:pending AS text)"
+    " RETURNING id, status, customer_id, email, created_at),"
+    " entry AS (INSERT INTO order_history (order_id, status, step, reason)"
+    " SELECT id, status, CAST(:step AS text), CAST(:reason AS text) FROM moved)"
+    " SELECT customer_id, email, created_at FROM moved"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Advanced:
+    """A pending order that took a step: what its events and metrics need of it."""
+
+    customer_id: str
+    email: str | None
+    created_at: datetime
+
+
+async def advance(
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    *,
+    status: OrderStatus,
+    step: str,
+    reason: str | None = None,
+    amount: int | None = None,
+    currency: str | None = None,
+) -> Advanced | None:
+    """Move a PENDING order to ``status`` and record ``step``; None if it is not pending."""
+    row = (
+        await session.execute(
+            _ADVANCE,
+            {
+                "id": order_id,
+                "status": status.value,
+                "pending": OrderStatus.PENDING.value,
+                "step": step,
+                "reason": reason,
+                "amount": amount,
+                "currency": currency,
+            },
+        )
+    ).first()
+    return None if row is None else Advanced(row.customer_id, row.email, row.created_at)
+
+
+async def order_status(session: AsyncSession, order_id: uuid.UUID) -> str | None:
+    """The order's status, None for an unknown order."""
+    return await session.scalar(select(Order.status).where(Order.id == order_id))
+
+
 @dataclass(frozen=True, slots=True)
 class Placement:
     """What writing a new order found: whether it was written, or the key's first request."""
@@ -118,11 +174,6 @@ async def place_order(
     )
 
 
-async def add(session: AsyncSession, *objects: object) -> None:
-    session.add_all(objects)
-    await session.flush()
-
-
 async def get_order(
     session: AsyncSession, order_id: uuid.UUID, *, for_update: bool = False
 ) -> Order | None:
@@ -131,21 +182,6 @@ async def get_order(
     if for_update:
         query = query.with_for_update()
     result = await session.execute(query)
-    return result.scalar_one_or_none()
-
-
-async def lock_order(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
-    """The order's row, locked, without its lines and history (touching them raises).
-
-    What the saga's handlers need: they change the row and append history, and loading both
-    collections would cost two more queries per event.
-    """
-    result = await session.execute(
-        select(Order)
-        .where(Order.id == order_id)
-        .options(raiseload(Order.lines), raiseload(Order.history))
-        .with_for_update()
-    )
     return result.scalar_one_or_none()
 
 

@@ -5,9 +5,10 @@ and locks the order's row first. Replies for an order that is already terminal c
 nothing: its compensation was set off by the order.cancelled event (a late
 payment.authorized is voided by payment on that event).
 
-Every transition records history and writes its event. Callers hold the order's row lock
-(repository.get_order(..., for_update=True)), so the events of one order enter the outbox in
-the order its transitions committed.
+Every transition is one statement that changes the order under its row lock, only while it
+is PENDING, and records history; then it writes its event. The lock is held to the end of the
+transaction, so the events of one order enter the outbox in the order its transitions
+committed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,7 +39,8 @@ from mercato_shared.metrics import SAGA_DURATION, SAGA_OUTCOMES
 from mercato_shared.outbox import add_event
 from mercato_shared.settings import ServiceSettings
 from order_service import repository
-from order_service.models import Order, OrderHistory, OrderStatus, outbox
+from order_service.models import OrderStatus, outbox
+from order_service.repository import Advanced
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +54,9 @@ PAYMENT_REASONS = {
 }
 
 
-def _count_outcome(session: AsyncSession, order: Order) -> None:
+def _count_outcome(session: AsyncSession, advanced: Advanced, status: str, reason: str) -> None:
     # Counted at commit: a transaction that rolls back (and is retried) is no outcome.
-    status, reason = order.status, order.cancel_reason or ""
-    seconds = (datetime.now(UTC) - order.created_at).total_seconds()
+    seconds = (datetime.now(UTC) - advanced.created_at).total_seconds()
 
     def record() -> None:
         SAGA_OUTCOMES.labels(status, reason).inc()
@@ -63,54 +65,66 @@ def _count_outcome(session: AsyncSession, order: Order) -> None:
     after_commit(session, record)
 
 
-async def note(session: AsyncSession, order: Order, step: str, reason: str | None = None) -> None:
-    """Append a history entry without changing the status."""
-    order.updated_at = datetime.now(UTC)
-    await repository.add(
-        session, OrderHistory(order_id=order.id, status=order.status, step=step, reason=reason)
+async def note(session: AsyncSession, order_id: uuid.UUID, step: str, **changes: Any) -> bool:
+    """Record a step of a pending order without changing its status; False if not pending."""
+    advanced = await repository.advance(
+        session, order_id, status=OrderStatus.PENDING, step=step, **changes
     )
+    return advanced is not None
 
 
 async def confirm(
-    session: AsyncSession, order: Order, *, amount: int, currency: str, settings: ServiceSettings
-) -> None:
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    *,
+    amount: int,
+    currency: str,
+    settings: ServiceSettings,
+) -> bool:
     """PENDING → CONFIRMED: inventory commits the stock, payment captures."""
-    order.status, order.amount, order.currency = OrderStatus.CONFIRMED, amount, currency
-    await note(session, order, "confirmed")
-    _count_outcome(session, order)
+    status = OrderStatus.CONFIRMED
+    advanced = await repository.advance(
+        session, order_id, status=status, step="confirmed", amount=amount, currency=currency
+    )
+    if advanced is None:
+        return False
+    _count_outcome(session, advanced, status.value, "")
     event = OrderConfirmed(
-        customer_id=order.customer_id, email=order.email, amount=amount, currency=currency
+        customer_id=advanced.customer_id, email=advanced.email, amount=amount, currency=currency
     )
     await add_event(
-        session, outbox, event, order_id=order.id, topic=settings.topic(OrderConfirmed.topic)
+        session, outbox, event, order_id=order_id, topic=settings.topic(OrderConfirmed.topic)
     )
+    return True
 
 
 async def cancel(
-    session: AsyncSession, order: Order, *, reason: CancelReason, settings: ServiceSettings
-) -> None:
-    """PENDING → CANCELLED: inventory releases, payment voids or refunds."""
-    order.status, order.cancel_reason = OrderStatus.CANCELLED, reason.value
-    await note(session, order, "cancelled", reason.value)
-    _count_outcome(session, order)
-    event = OrderCancelled(customer_id=order.customer_id, email=order.email, reason=reason)
-    await add_event(
-        session, outbox, event, order_id=order.id, topic=settings.topic(OrderCancelled.topic)
+    session: AsyncSession, order_id: uuid.UUID, *, reason: CancelReason, settings: ServiceSettings
+) -> bool:
+    """PENDING → CANCELLED: inventory releases, payment voids or refunds; False if not pending."""
+    status = OrderStatus.CANCELLED
+    advanced = await repository.advance(
+        session, order_id, status=status, step="cancelled", reason=reason.value
     )
+    if advanced is None:
+        return False
+    _count_outcome(session, advanced, status.value, reason.value)
+    event = OrderCancelled(customer_id=advanced.customer_id, email=advanced.email, reason=reason)
+    await add_event(
+        session, outbox, event, order_id=order_id, topic=settings.topic(OrderCancelled.topic)
+    )
+    return True
 
 
-async def _pending(session: AsyncSession, order_id: uuid.UUID, event: str) -> Order | None:
-    """The order's locked row if it still awaits replies; None (logged) if not."""
-    order = await repository.lock_order(session, order_id)
-    if order is None:
+async def _not_pending(session: AsyncSession, order_id: uuid.UUID, event: str) -> None:
+    """Log why a reply changed nothing: the order is unknown or already final."""
+    status = await repository.order_status(session, order_id)
+    if status is None:
         # Our own outbox wrote order.created in the order's transaction: a reply about an
         # unknown order is another deployment's, or a bug; it is recorded and dropped.
         log.error("%s for unknown order", event, extra={"order_id": str(order_id)})
-        return None
-    if order.terminal:
-        log.info("%s after %s ignored", event, order.status, extra={"order_id": str(order_id)})
-        return None
-    return order
+    else:
+        log.info("%s after %s ignored", event, status, extra={"order_id": str(order_id)})
 
 
 @dataclass(frozen=True)
@@ -122,10 +136,9 @@ class OrderSaga:
     async def on_inventory_reserved(self, session: AsyncSession, envelope: Envelope) -> None:
         """Record the reserved amount; the order waits for payment's answer."""
         reserved = payload_as(envelope, InventoryReserved)
-        order = await _pending(session, envelope.order_id, envelope.type)
-        if order is not None:
-            order.amount, order.currency = reserved.amount, reserved.currency
-            await note(session, order, "reserved")
+        changes = {"amount": reserved.amount, "currency": reserved.currency}
+        if not await note(session, envelope.order_id, "reserved", **changes):
+            await _not_pending(session, envelope.order_id, envelope.type)
 
     async def on_inventory_rejected(self, session: AsyncSession, envelope: Envelope) -> None:
         """Cancel the order: a SKU is unknown or short."""
@@ -135,15 +148,15 @@ class OrderSaga:
     async def on_payment_authorized(self, session: AsyncSession, envelope: Envelope) -> None:
         """Confirm the order for the authorized amount."""
         authorized = payload_as(envelope, PaymentAuthorized)
-        order = await _pending(session, envelope.order_id, envelope.type)
-        if order is not None:
-            await confirm(
-                session,
-                order,
-                amount=authorized.amount,
-                currency=authorized.currency,
-                settings=self.settings,
-            )
+        confirmed = await confirm(
+            session,
+            envelope.order_id,
+            amount=authorized.amount,
+            currency=authorized.currency,
+            settings=self.settings,
+        )
+        if not confirmed:
+            await _not_pending(session, envelope.order_id, envelope.type)
 
     async def on_payment_failed(self, session: AsyncSession, envelope: Envelope) -> None:
         """Cancel the order: the payment was declined or could not be authorized."""
@@ -153,6 +166,5 @@ class OrderSaga:
     async def _cancel(
         self, session: AsyncSession, envelope: Envelope, reason: CancelReason
     ) -> None:
-        order = await _pending(session, envelope.order_id, envelope.type)
-        if order is not None:
-            await cancel(session, order, reason=reason, settings=self.settings)
+        if not await cancel(session, envelope.order_id, reason=reason, settings=self.settings):
+            await _not_pending(session, envelope.order_id, envelope.type)

@@ -161,8 +161,11 @@ async def cancel_order(
             raise ConflictError(
                 f"order {order_id} is already {order.status}", order_status=order.status
             )
-        await saga.cancel(session, order, reason=CancelReason.CUSTOMER_CANCELLED, settings=settings)
-        await session.refresh(order, ["history"])
+        await saga.cancel(
+            session, order.id, reason=CancelReason.CUSTOMER_CANCELLED, settings=settings
+        )
+        # The transition changed the row and its history in SQL: the answer reads both back.
+        await session.refresh(order)
     return order
 
 
@@ -174,7 +177,7 @@ async def cancel_overdue(
         overdue = await repository.overdue_orders(session, now=datetime.now(UTC), limit=batch)
         for order in overdue:
             await saga.cancel(
-                session, order, reason=CancelReason.DEADLINE_EXCEEDED, settings=settings
+                session, order.id, reason=CancelReason.DEADLINE_EXCEEDED, settings=settings
             )
     return len(overdue)
 
