@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import ColumnElement, Row, case, exists, func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import ColumnElement, Row, bindparam, case, exists, func, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventory_service.models import (
@@ -126,31 +127,79 @@ async def order_states(session: AsyncSession) -> dict[uuid.UUID, OrderState]:
 # --- reservations -----------------------------------------------------------------------------
 
 
-async def add_reservations(session: AsyncSession, reservations: Sequence[Reservation]) -> None:
-    session.add_all(reservations)
-    await session.flush()
+# A reserved order's writes in one statement: its reservations, the products' reserved
+# counts (their rows locked already, by lock_products) and its inventory.reserved event.
+_RESERVE = text(
+    "WITH held AS (INSERT INTO reservations (order_id, sku, quantity, unit_price, status)"
+    " SELECT CAST(:order_id AS uuid), line.sku, line.quantity, line.unit_price,"
+    " CAST(:status AS text) FROM unnest(CAST(:skus AS text[]), CAST(:quantities AS integer[]),"
+    " CAST(:prices AS integer[])) AS line (sku, quantity, unit_price)),"
+    " stock AS (UPDATE products SET reserved = products.reserved + line.quantity"
+    " FROM unnest(CAST(:skus AS text[]), CAST(:quantities AS integer[])) AS line (sku, quantity)"
+    " WHERE products.sku = line.sku)"
+    " INSERT INTO outbox (event_id, topic, key, event_type, envelope, headers)"
+    " VALUES (CAST(:event_id AS uuid), CAST(:topic AS text), CAST(:key AS text),"
+    " CAST(:event_type AS text), CAST(:envelope AS jsonb), CAST(:headers AS jsonb))"
+).bindparams(bindparam("envelope", type_=JSONB), bindparam("headers", type_=JSONB))
+
+# An order's holds settled in one statement: its RESERVED reservations moved on, the
+# products' counts moved with them, and the order's state set.
+_SETTLE = text(
+    "WITH settled AS (UPDATE reservations SET status = CAST(:new AS text), updated_at = now()"
+    " WHERE order_id = CAST(:order_id AS uuid) AND status = CAST(:old AS text)"
+    " RETURNING sku, quantity),"
+    " stock AS (UPDATE products SET reserved = products.reserved - settled.quantity,"
+    " committed = products.committed"
+    " + CASE WHEN CAST(:sold AS boolean) THEN settled.quantity ELSE 0 END"
+    " FROM settled WHERE products.sku = settled.sku),"
+    " state AS (UPDATE order_outcomes SET state = CAST(:state AS text), updated_at = now()"
+    " WHERE order_id = CAST(:order_id AS uuid))"
+    " SELECT count(*) FROM settled"
+)
 
 
-async def settle_reservations(
+async def reserve_lines(
     session: AsyncSession,
     order_id: uuid.UUID,
+    lines: Sequence[tuple[str, int, int]],
     *,
-    old: ReservationStatus,
-    new: ReservationStatus,
-) -> list[tuple[str, int]]:
-    """Move an order's reservations from ``old`` to ``new``; the (sku, quantity) of each.
+    event: Mapping[str, Any],
+) -> None:
+    """Hold (sku, quantity, unit_price) for the order and write its event, in one statement.
 
-    One statement locks, changes and reads them back: a select for update first would
-    cost a round trip for the same rows.
+    The products' rows must be locked already (lock_products) in this transaction.
     """
-    result = await session.execute(
-        update(Reservation)
-        .where(Reservation.order_id == order_id, Reservation.status == old.value)
-        .values(status=new.value, updated_at=func.now())
-        .returning(Reservation.sku, Reservation.quantity)
-        .execution_options(synchronize_session=False)
+    await session.execute(
+        _RESERVE,
+        {
+            "order_id": order_id,
+            "status": ReservationStatus.RESERVED.value,
+            "skus": [sku for sku, _, _ in lines],
+            "quantities": [quantity for _, quantity, _ in lines],
+            "prices": [price for _, _, price in lines],
+            **event,
+        },
     )
-    return [(sku, quantity) for sku, quantity in result.all()]
+
+
+async def settle(
+    session: AsyncSession, order_id: uuid.UUID, *, to: ReservationStatus, state: OrderState
+) -> int:
+    """Move the order's RESERVED holds to ``to`` (COMMITTED sells them), set its state.
+
+    Returns how many reservations moved. The order's row must be locked already.
+    """
+    moved = await session.scalar(
+        _SETTLE,
+        {
+            "order_id": order_id,
+            "old": ReservationStatus.RESERVED.value,
+            "new": to.value,
+            "sold": to is ReservationStatus.COMMITTED,
+            "state": state.value,
+        },
+    )
+    return int(moved or 0)
 
 
 def _of_sku(sku: str, status: ReservationStatus | None) -> list[ColumnElement[bool]]:

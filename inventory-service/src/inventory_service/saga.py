@@ -24,7 +24,6 @@ from inventory_service import repository
 from inventory_service.models import (
     OrderState,
     Product,
-    Reservation,
     ReservationStatus,
     outbox,
 )
@@ -41,7 +40,7 @@ from mercato_shared.events import (
     RejectReason,
     payload_as,
 )
-from mercato_shared.outbox import add_event
+from mercato_shared.outbox import add_event, outbox_row
 from mercato_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -105,46 +104,19 @@ async def reserve(
         PricedLine(sku=sku, quantity=quantity, unit_price=products[sku].unit_price)
         for sku, quantity in wanted.items()
     ]
-    for line in lines:
-        products[line.sku].reserved += line.quantity
-    await repository.add_reservations(
-        session,
-        [
-            Reservation(
-                order_id=order_id,
-                sku=line.sku,
-                quantity=line.quantity,
-                unit_price=line.unit_price,
-                status=ReservationStatus.RESERVED.value,
-            )
-            for line in lines
-        ],
-    )
     reserved = InventoryReserved(
         customer_id=order.customer_id,
         lines=lines,
         amount=sum(line.quantity * line.unit_price for line in lines),
         currency=currencies.pop(),
     )
-    await add_event(
-        session, outbox, reserved, order_id=order_id, topic=settings.topic(reserved.topic)
+    _, event = outbox_row(reserved, order_id=order_id, topic=settings.topic(reserved.topic))
+    await repository.reserve_lines(
+        session,
+        order_id,
+        [(line.sku, line.quantity, line.unit_price) for line in lines],
+        event=event,
     )
-
-
-async def _settle(
-    session: AsyncSession, order_id: uuid.UUID, *, to: ReservationStatus
-) -> list[tuple[str, int]]:
-    """Move an order's RESERVED holds to RELEASED or COMMITTED, adjusting product counts."""
-    held = await repository.settle_reservations(
-        session, order_id, old=ReservationStatus.RESERVED, new=to
-    )
-    products = await repository.lock_products(session, (sku for sku, _ in held))
-    for sku, quantity in held:
-        product = products[sku]
-        product.reserved -= quantity
-        if to is ReservationStatus.COMMITTED:
-            product.committed += quantity
-    return held
 
 
 async def release(session: AsyncSession, order_id: uuid.UUID) -> None:
@@ -157,9 +129,10 @@ async def release(session: AsyncSession, order_id: uuid.UUID) -> None:
         # Confirmation is terminal in the order service; this is a bug upstream, not ours to fix.
         log.error("order.cancelled for a confirmed order: stock stays committed", extra=context)
     elif previous is not OrderState.CANCELLED:
-        released = await _settle(session, order_id, to=ReservationStatus.RELEASED)
-        await repository.set_order_state(session, order_id, OrderState.CANCELLED)
-        log.info("order released %d reservations", len(released), extra=context)
+        released = await repository.settle(
+            session, order_id, to=ReservationStatus.RELEASED, state=OrderState.CANCELLED
+        )
+        log.info("order released %d reservations", released, extra=context)
 
 
 async def commit(session: AsyncSession, order_id: uuid.UUID) -> None:
@@ -167,9 +140,10 @@ async def commit(session: AsyncSession, order_id: uuid.UUID) -> None:
     context = {"order_id": str(order_id)}
     state = await repository.lock_order(session, order_id)
     if state is OrderState.RESERVED:
-        committed = await _settle(session, order_id, to=ReservationStatus.COMMITTED)
-        await repository.set_order_state(session, order_id, OrderState.CONFIRMED)
-        log.info("order committed %d reservations", len(committed), extra=context)
+        committed = await repository.settle(
+            session, order_id, to=ReservationStatus.COMMITTED, state=OrderState.CONFIRMED
+        )
+        log.info("order committed %d reservations", committed, extra=context)
     elif state is not OrderState.CONFIRMED:
         # Confirmation needs inventory.reserved first; anything else is a bug upstream.
         log.error("order.confirmed for an order that is %s here", state or "unknown", extra=context)
