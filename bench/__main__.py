@@ -1,4 +1,7 @@
-"""`python -m bench [NAME...]`: run the named benchmarks (all of them by default) in order."""
+"""`python -m bench [NAME[:PART,...]...]`: run the named benchmarks (all by default) in order.
+
+A benchmark made of parts runs only the named ones: `python -m bench pipeline:burst`.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +14,22 @@ BENCHMARKS = ("micro", "gateway", "pipeline")
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(BENCHMARKS)
-    unknown = sorted(set(names) - set(BENCHMARKS))
+    chosen = [arg.partition(":") for arg in argv or BENCHMARKS]
+    unknown = sorted({name for name, _, _ in chosen} - set(BENCHMARKS))
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
         return 2
-    for name in names:
+    for name, _, parts in chosen:
+        module = importlib.import_module(f"bench.{name}")
+        if parts and not hasattr(module, "PARTS"):
+            print(f"benchmark {name} has no parts to choose from")
+            return 2
         started = time.monotonic()
-        print(f"== bench {name}", flush=True)
-        importlib.import_module(f"bench.{name}").main()
+        print(f"== bench {name}{f' ({parts})' if parts else ''}", flush=True)
+        if parts:
+            module.main(parts.split(","))
+        else:
+            module.main()
         print(f"== bench {name} done in {time.monotonic() - started:.0f} s", flush=True)
     return 0
 
