@@ -317,22 +317,31 @@ def _burst(result: dict[str, Any]) -> None:
         if burst["drained"]
         else f"not drained {burst['drain_limit_s']} s after the last POST"
     )
-    for ax in axes:
-        ax.axvline(last_post, color="black", linestyle="--", linewidth=1, label="last POST")
+    for index, ax in enumerate(axes):
+        # The markers are named once, in the top panel's legend.
+        top = index == 0
+        ax.axvline(
+            last_post,
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label="last POST" if top else None,
+        )
         ax.axvspan(
             last_post,
             last_post + AIM_DRAIN_SECONDS,
             color="tab:green",
             alpha=0.08,
-            label=f"aim: drained within {AIM_DRAIN_SECONDS:.0f} s",
+            label=f"aim: drained within {AIM_DRAIN_SECONDS:.0f} s" if top else None,
         )
         if burst["drained"]:
-            ax.axvline(end, color="tab:red", linewidth=1, label="drained")
+            ax.axvline(end, color="tab:red", linewidth=1, label="drained" if top else None)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     flow.set_xlim(-2, end + 5)
     flow.set_title(
         f"Burst of {burst['placed']:,} orders ({burst['vus']} clients, {burst['replicas']} "
-        f"replica(s) of each worker): placed in {burst['placing_s']:.0f} s, {drained}"
+        f"replica{'s' if burst['replicas'] > 1 else ''} of each worker, "
+        f"{burst['k6']['shed']} POSTs shed): placed in {burst['placing_s']:.0f} s, {drained}"
     )
     fig.tight_layout()
     fig.savefig(plot_path("pipeline-burst"), dpi=110)

@@ -71,6 +71,7 @@ async def k6(bench: Bench, *, subject: str, env: dict[str, str]) -> dict[str, An
         "failed_share": float(metrics["http_req_failed"]["value"]),
         "rejected": int(metrics.get("order_posts_rejected", {}).get("count", 0)),
         "rate_limited": int(metrics.get("order_posts_rate_limited", {}).get("count", 0)),
+        "shed": int(metrics.get("order_posts_shed", {}).get("count", 0)),
         "post_ms": {
             "p50": round(duration["med"], 1),
             "p95": round(duration["p(95)"], 1),

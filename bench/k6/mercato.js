@@ -21,7 +21,7 @@
 //   ORDER_RATE [10], ORDER_LINES [[{"sku":"SOCKS","quantity":1}]]   (JSON)
 //   ORDER_SKUS (comma-separated; if set, each order is one unit each of two of them, at random)
 //   ORDER_FOLLOW [true], FOLLOW_TIMEOUT [30] s, FOLLOW_POLL [0.1] s
-//   ORDER_COUNT [unset], ORDER_VUS [32 for a burst], MAX_DURATION [10m]   the burst
+//   ORDER_COUNT [unset], ORDER_VUS [8 for a burst], MAX_DURATION [10m]   the burst
 //   ORDER_VUS, ORDER_MAX_VUS, BROWSE_VUS, BROWSE_MAX_VUS   pre-allocated and maximum VUs
 //   P99_TERMINAL_MS [500], P99_POST_MS [500], P99_BROWSE_MS [250]   threshold limits
 //
@@ -56,9 +56,11 @@ const timeToTerminal = new Trend('order_time_to_terminal', true);
 const sagaDuration = new Trend('order_saga_duration', true);
 const reachedTerminal = new Rate('order_reached_terminal');
 const outcomes = new Counter('order_outcomes');
-// POSTs not answered 201, and among them the rate limiter's 429s.
+// POSTs not answered 201, and among them the rate limiter's 429s and the 503s of a gateway
+// shedding load (breaker open, bulkhead full).
 const rejected = new Counter('order_posts_rejected');
 const rateLimited = new Counter('order_posts_rate_limited');
+const shed = new Counter('order_posts_shed');
 
 // A VU is busy for one request (browse) or for a whole saga (orders, when followed): size
 // the pools from the rates so that the schedule is kept, with room for a slow system.
@@ -96,7 +98,7 @@ if (SCENARIOS.includes('orders') && ORDER_COUNT > 0) {
     executor: 'shared-iterations',
     exec: 'placeOrder',
     iterations: ORDER_COUNT,
-    vus: Number(__ENV.ORDER_VUS || 32),
+    vus: Number(__ENV.ORDER_VUS || 8),
     maxDuration: __ENV.MAX_DURATION || '10m',
   };
 } else if (SCENARIOS.includes('orders')) {
@@ -166,6 +168,8 @@ function post(body, key) {
     rejected.add(1);
     if (response.status === 429) {
       rateLimited.add(1);
+    } else if (response.status === 503) {
+      shed.add(1);
     }
   }
   return response;
