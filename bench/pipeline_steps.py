@@ -39,6 +39,7 @@ def is_mercato(process: str) -> bool:
 
 async def k6(bench: Bench, *, subject: str, env: dict[str, str]) -> dict[str, Any]:
     """Run the k6 script's orders scenario for ``subject`` with ``env``; its summary figures."""
+    bench.check_running()
     with tempfile.TemporaryDirectory() as tmp:
         summary = Path(tmp) / "summary.json"
         process = await asyncio.create_subprocess_exec(

@@ -103,7 +103,23 @@ class Bench:
         await asyncio.gather(
             *(p.wait_ready("/readyz", within=READY_SECONDS) for p in started.values())
         )
+        self.check_running()
         return {name: p.proc.pid for name, p in started.items() if p.proc is not None}
+
+    def check_running(self) -> None:
+        """Fail the run if a process of the system has exited: what it measured would be wrong.
+
+        On a shared machine a free port can be taken between its choice and the bind; the
+        process then exits, and its readiness check may have been answered by the other one.
+        """
+        dead = {
+            name: process
+            for name, process in {**self.system.processes, **self.replicas}.items()
+            if process.proc is None or process.proc.poll() is not None
+        }
+        if dead:
+            tails = "\n".join(f"== {name} ==\n{p.tail(10)}" for name, p in dead.items())
+            raise RuntimeError(f"exited during the run: {', '.join(dead)}\n{tails}")
 
     def stop_replicas(self) -> None:
         for process in self.replicas.values():
@@ -136,6 +152,7 @@ async def running_system() -> AsyncIterator[Bench]:
             bench = Bench(system, secret)
             try:
                 await bench.restock()
+                bench.check_running()
                 yield bench
             finally:
                 await asyncio.to_thread(bench.stop_replicas)
