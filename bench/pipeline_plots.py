@@ -242,7 +242,7 @@ def _scaling(result: dict[str, Any]) -> None:
         ylabel="completed sagas/s",
         xlim=(0, top * 1.05),
         ylim=(0, top * 1.05),
-        title=f"Saturated throughput, 6 partitions per topic ({speedup}x with two replicas)",
+        title=f"Saturated throughput, 6 partitions per topic\n(two replicas: {speedup}x)",
     )
     rates.legend(fontsize=8, loc="lower right")
 
@@ -251,7 +251,8 @@ def _scaling(result: dict[str, Any]) -> None:
         ("2 replicas", scaling["at_saturation"]["2"]),
     ]
     if "burst" in result:
-        bars.append(("burst", result["burst"]))
+        replicas = result["burst"]["replicas"]
+        bars.append((f"burst ({replicas} replica{'s' if replicas > 1 else ''})", result["burst"]))
     labels = [name for name, _ in bars]
     bottom = [0.0] * len(bars)
     grouped = [
@@ -281,7 +282,10 @@ def _scaling(result: dict[str, Any]) -> None:
     cpu.set(
         ylabel="CPU ms per completed saga",
         ylim=(0, max(bottom, default=1) * 1.15),
-        title=f"CPU and DB commits per saga at saturation (assumed: {COMMITS_PER_SAGA} commits)",
+        title=(
+            "CPU and DB commits per completed saga at saturation\n"
+            f"(the bound assumes {COMMITS_PER_SAGA} commits)"
+        ),
     )
     cpu.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
@@ -339,9 +343,10 @@ def _burst(result: dict[str, Any]) -> None:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     flow.set_xlim(-2, end + 5)
     flow.set_title(
-        f"Burst of {burst['placed']:,} orders ({burst['vus']} clients, {burst['replicas']} "
-        f"replica{'s' if burst['replicas'] > 1 else ''} of each worker, "
-        f"{burst['k6']['shed']} POSTs shed): placed in {burst['placing_s']:.0f} s, {drained}"
+        f"Burst of {burst['placed']:,} orders (of {burst['size']:,}) from {burst['vus']} "
+        f"clients, {burst['replicas']} replica{'s' if burst['replicas'] > 1 else ''} of each "
+        f"worker\nplaced in {burst['placing_s']:.0f} s ({burst['k6']['rate_limited']} POSTs "
+        f"rate-limited, {burst['k6']['shed']} shed), {drained}"
     )
     fig.tight_layout()
     fig.savefig(plot_path("pipeline-burst"), dpi=110)
