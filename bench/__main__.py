@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 import time
+from types import ModuleType
 
 # Cheapest first, so a broken tool shows up before the long runs.
 BENCHMARKS = ("micro", "gateway", "pipeline")
@@ -19,15 +20,23 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
         return 2
-    for name, _, parts in chosen:
+    # Every name is checked before anything runs: a typo must not cost the runs before it.
+    runs: list[tuple[str, ModuleType, list[str]]] = []
+    for name, _, spec in chosen:
         module = importlib.import_module(f"bench.{name}")
-        if parts and not hasattr(module, "PARTS"):
-            print(f"benchmark {name} has no parts to choose from")
+        parts = spec.split(",") if spec else []
+        known = getattr(module, "PARTS", ())
+        if set(parts) - set(known):
+            choices = ", ".join(known) if known else "none"
+            print(f"unknown part(s) of {name}: {spec}; choose from {choices}")
             return 2
+        runs.append((name, module, parts))
+    for name, module, parts in runs:
         started = time.monotonic()
-        print(f"== bench {name}{f' ({parts})' if parts else ''}", flush=True)
+        label = f"{name} ({', '.join(parts)})" if parts else name
+        print(f"== bench {label}", flush=True)
         if parts:
-            module.main(parts.split(","))
+            module.main(parts)
         else:
             module.main()
         print(f"== bench {name} done in {time.monotonic() - started:.0f} s", flush=True)
