@@ -8,6 +8,7 @@ the probe's samples over it and divided by the sagas that became final inside th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -129,7 +130,7 @@ def costs(samples: list[Sample], finished: list[Finished]) -> dict[str, Any]:
     Commits are the sum over the system's databases of pg_stat_database's xact_commit from
     the first sample to the last (the probe's own queries taken out); sagas are the orders
     whose terminal entry falls between the two samples' times. Each sample's CPU shares cover
-    the interval before it, so the first sample's are left out.
+    the interval since the one before, so the first sample's are left out.
     """
     if len(samples) < 2:
         return {
@@ -150,11 +151,14 @@ def costs(samples: list[Sample], finished: list[Finished]) -> dict[str, Any]:
     sagas = sum(1 for o in finished if o.ended is not None and first.t < o.ended <= last.t)
     commits = {d: last.commits[d] - first.commits.get(d, last.commits[d]) for d in last.commits}
     total = sum(commits.values())
-    covered = samples[1:]
+    # Weighted by the interval each sample covers: under load the probe itself runs late.
     shares: dict[str, float] = {}
-    for sample in covered:
+    busy = 0.0
+    for before, sample in itertools.pairwise(samples):
+        weight = (sample.t - before.t) / seconds if seconds else 0.0
+        busy += sample.machine_busy * weight
         for process, share in sample.cpu.items():
-            shares[process] = shares.get(process, 0.0) + share / len(covered)
+            shares[process] = shares.get(process, 0.0) + share * weight
     ordered = sorted(shares.items(), key=lambda kv: -kv[1])
     per_saga = {p: round(1000 * v * seconds / sagas, 2) for p, v in ordered} if sagas else {}
     return {
@@ -172,7 +176,7 @@ def costs(samples: list[Sample], finished: list[Finished]) -> dict[str, Any]:
         "cpu_ms_per_saga_mercato": (
             round(sum(v for p, v in per_saga.items() if is_mercato(p)), 1) if sagas else None
         ),
-        "machine_busy": round(sum(s.machine_busy for s in covered) / len(covered), 3),
+        "machine_busy": round(busy, 3),
     }
 
 
