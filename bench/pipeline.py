@@ -95,9 +95,13 @@ async def _series(
         steps.append(record)
         print(summary(record), flush=True)
         # One step past the first saturated one: completed/s may still climb a little
-        # there, and the highest rate reached is the capacity.
-        over = sum(1 for s in steps if s["saturated"])
-        if over >= SATURATED_STEPS or time.monotonic() - started > BUDGET_SECONDS:
+        # there, and the highest rate reached is the capacity. Consecutive ones: on a busy
+        # machine a low step can be judged saturated (k6 late, a slow first order) and
+        # must not end the series.
+        over = steps[-SATURATED_STEPS:]
+        if len(over) == SATURATED_STEPS and all(s["saturated"] for s in over):
+            break
+        if time.monotonic() - started > BUDGET_SECONDS:
             break
         rate *= growth
     return steps
