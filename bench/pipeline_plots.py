@@ -341,7 +341,8 @@ def _burst(result: dict[str, Any]) -> None:
         if burst["drained"]:
             ax.axvline(end, color="tab:red", linewidth=1, label="drained" if top else None)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    flow.set_xlim(-2, end + 5)
+    # The whole aim window in view, even when the drain ended inside it.
+    flow.set_xlim(-2, max(end, last_post + AIM_DRAIN_SECONDS) + 5)
     flow.set_title(
         f"Burst of {burst['placed']:,} orders (of {burst['size']:,}) from {burst['vus']} "
         f"clients, {burst['replicas']} replica{'s' if burst['replicas'] > 1 else ''} of each "
