@@ -1,25 +1,44 @@
-"""`python -m bench [NAME...]`: run the named benchmarks (all of them by default) in order."""
+"""`python -m bench [NAME[:PART,...]...]`: run the named benchmarks (all by default) in order.
+
+A benchmark made of parts runs only the named ones: `python -m bench pipeline:burst`.
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
 import time
+from types import ModuleType
 
 # Cheapest first, so a broken tool shows up before the long runs.
 BENCHMARKS = ("micro", "gateway", "pipeline")
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(BENCHMARKS)
-    unknown = sorted(set(names) - set(BENCHMARKS))
+    chosen = [arg.partition(":") for arg in argv or BENCHMARKS]
+    unknown = sorted({name for name, _, _ in chosen} - set(BENCHMARKS))
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
         return 2
-    for name in names:
+    # Every name is checked before anything runs: a typo must not cost the runs before it.
+    runs: list[tuple[str, ModuleType, list[str]]] = []
+    for name, _, spec in chosen:
+        module = importlib.import_module(f"bench.{name}")
+        parts = spec.split(",") if spec else []
+        known = getattr(module, "PARTS", ())
+        if set(parts) - set(known):
+            choices = ", ".join(known) if known else "none"
+            print(f"unknown part(s) of {name}: {spec}; choose from {choices}")
+            return 2
+        runs.append((name, module, parts))
+    for name, module, parts in runs:
         started = time.monotonic()
-        print(f"== bench {name}", flush=True)
-        importlib.import_module(f"bench.{name}").main()
+        label = f"{name} ({', '.join(parts)})" if parts else name
+        print(f"== bench {label}", flush=True)
+        if parts:
+            module.main(parts)
+        else:
+            module.main()
         print(f"== bench {name} done in {time.monotonic() - started:.0f} s", flush=True)
     return 0
 

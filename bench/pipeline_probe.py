@@ -3,7 +3,9 @@
 Consumer lag comes from Kafka itself (each group's committed offsets against the partitions'
 ends) and outbox backlog from each service's database, rather than from the processes' own
 gauges, which are only refreshed between batches and so go stale exactly when a worker falls
-behind. CPU time per process comes from /proc, to show where the time goes.
+behind. CPU time per process comes from /proc, to show where the time goes. Commits come from
+pg_stat_database for the system's own databases only, less the probe's own queries (each one
+is a transaction of its own there, about a dozen a second).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +70,7 @@ class Sample:
     lag: dict[str, int]  # per consumer group (service)
     outbox: dict[str, int]  # per service
     pending: int  # orders neither CONFIRMED nor CANCELLED
-    commits: dict[str, int]  # pg_stat_database.xact_commit per service database
+    commits: dict[str, int]  # pg_stat_database.xact_commit per service database, probe's out
     cpu: dict[str, float] = field(default_factory=dict)  # share of one core, per process
     machine_busy: float = 0.0  # share of all cores
 
@@ -93,7 +97,8 @@ class Probe:
         self._admin: AIOKafkaAdminClient | None = None
         self._ends: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._postgres_cpu: dict[int, float] = {}
+        # Transactions the probe itself ran, per service database.
+        self._own: Counter[str] = Counter()
 
     async def start(self) -> None:
         for service, url in self._databases.items():
@@ -120,6 +125,15 @@ class Probe:
     @property
     def latest(self) -> Sample | None:
         return self.samples[-1] if self.samples else None
+
+    def watch(self, pids: dict[str, int]) -> None:
+        """Account the CPU of more processes (worker replicas) from the next sample on."""
+        self._pids = {**self._pids, **pids}
+
+    async def _query(self, service: str, query: str, *args: Any) -> Any:
+        """One value from a service database, counted as one of the probe's transactions."""
+        self._own[service] += 1
+        return await self._connections[service].fetchval(query, *args)
 
     async def _run(self) -> None:
         last_cpu = {name: _cpu_seconds(pid) for name, pid in self._pids.items()}
@@ -180,37 +194,42 @@ class Probe:
         # One query at a time per connection: the order database's one serves three.
         services = [s for s in self._connections if s != "notification"]  # consumes only
         counts = await asyncio.gather(
-            *(self._connections[s].fetchval("SELECT count(*) FROM outbox") for s in services)
+            *(self._query(s, "SELECT count(*) FROM outbox") for s in services)
         )
         pending = await self._pending()
         commits = await self._commits()
         return dict(zip(services, map(int, counts), strict=True)), pending, commits
 
     async def _pending(self) -> int:
-        conn = self._connections["order"]
-        return int(await conn.fetchval("SELECT count(*) FROM orders WHERE status = 'PENDING'"))
+        return int(
+            await self._query("order", "SELECT count(*) FROM orders WHERE status = 'PENDING'")
+        )
 
     async def _commits(self) -> dict[str, int]:
-        conn = self._connections["order"]
         names = {url.rsplit("/", 1)[1]: service for service, url in self._databases.items()}
-        rows = await conn.fetch(
-            "SELECT datname, xact_commit FROM pg_stat_database WHERE datname = ANY($1::text[])",
+        # One value, so that it goes through _query: a JSON object of database to commits.
+        raw = await self._query(
+            "order",
+            "SELECT json_object_agg(datname, xact_commit)::text FROM pg_stat_database"
+            " WHERE datname = ANY($1::text[])",
             list(names),
         )
-        return {names[row["datname"]]: int(row["xact_commit"]) for row in rows}
+        seen = json.loads(raw or "{}")
+        return {names[name]: int(value) - self._own[names[name]] for name, value in seen.items()}
 
     async def _postgres_seconds(self) -> dict[int, float]:
         """CPU seconds of the Postgres backends serving this system's databases."""
-        conn = self._connections["order"]
         names = [url.rsplit("/", 1)[1] for url in self._databases.values()]
-        pids = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = ANY($1::text[])", names
+        pids = await self._query(
+            "order",
+            "SELECT array_agg(pid) FROM pg_stat_activity WHERE datname = ANY($1::text[])",
+            names,
         )
         seconds = {}
-        for row in pids:
-            value = _cpu_seconds(int(row["pid"]))
+        for pid in pids or ():
+            value = _cpu_seconds(int(pid))
             if value is not None:
-                seconds[int(row["pid"])] = value
+                seconds[int(pid)] = value
         return seconds
 
 

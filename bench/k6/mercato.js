@@ -8,7 +8,10 @@
 // Scenarios (MERCATO_SCENARIOS, comma-separated, default "browse,orders"):
 //   browse  authenticated GETs through the gateway (BROWSE_PATH) at BROWSE_RATE per second
 //   orders  POST /api/v1/orders at ORDER_RATE per second, each followed to CONFIRMED or
-//           CANCELLED by polling GET /api/v1/orders/{id} (ORDER_FOLLOW=false: place only)
+//           CANCELLED by polling GET /api/v1/orders/{id} (ORDER_FOLLOW=false: place only);
+//           with ORDER_COUNT set, a burst instead: ORDER_COUNT orders placed by ORDER_VUS
+//           VUs, each POSTing its next order as soon as the last was accepted (closed loop:
+//           as fast as the gateway admits them), a rejected POST retried with its key
 //
 // Environment (defaults in brackets):
 //   MERCATO_URL [http://127.0.0.1:8080]   the gateway
@@ -18,6 +21,7 @@
 //   ORDER_RATE [10], ORDER_LINES [[{"sku":"SOCKS","quantity":1}]]   (JSON)
 //   ORDER_SKUS (comma-separated; if set, each order is one unit each of two of them, at random)
 //   ORDER_FOLLOW [true], FOLLOW_TIMEOUT [30] s, FOLLOW_POLL [0.1] s
+//   ORDER_COUNT [unset], ORDER_VUS [8 for a burst], MAX_DURATION [10m]   the burst
 //   ORDER_VUS, ORDER_MAX_VUS, BROWSE_VUS, BROWSE_MAX_VUS   pre-allocated and maximum VUs
 //   P99_TERMINAL_MS [500], P99_POST_MS [500], P99_BROWSE_MS [250]   threshold limits
 //
@@ -42,11 +46,21 @@ const ORDER_SKUS = (__ENV.ORDER_SKUS || '').split(',').filter((s) => s);
 const FOLLOW = (__ENV.ORDER_FOLLOW || 'true') !== 'false';
 const FOLLOW_TIMEOUT = Number(__ENV.FOLLOW_TIMEOUT || 30);
 const FOLLOW_POLL = Number(__ENV.FOLLOW_POLL || 0.1);
+const ORDER_COUNT = Number(__ENV.ORDER_COUNT || 0);
+// A burst retries a rejected POST (same Idempotency-Key, so never a second order) this many
+// times, this many seconds apart, so that ORDER_COUNT orders are really placed.
+const BURST_RETRIES = 50;
+const BURST_RETRY_PAUSE = 0.2;
 
 const timeToTerminal = new Trend('order_time_to_terminal', true);
 const sagaDuration = new Trend('order_saga_duration', true);
 const reachedTerminal = new Rate('order_reached_terminal');
 const outcomes = new Counter('order_outcomes');
+// POSTs not answered 201, and among them the rate limiter's 429s and the 503s of a gateway
+// shedding load (breaker open, bulkhead full).
+const rejected = new Counter('order_posts_rejected');
+const rateLimited = new Counter('order_posts_rate_limited');
+const shed = new Counter('order_posts_shed');
 
 // A VU is busy for one request (browse) or for a whole saga (orders, when followed): size
 // the pools from the rates so that the schedule is kept, with room for a slow system.
@@ -79,7 +93,15 @@ if (SCENARIOS.includes('browse')) {
   };
   thresholds['http_req_duration{scenario:browse}'] = [`p(99)<${__ENV.P99_BROWSE_MS || 250}`];
 }
-if (SCENARIOS.includes('orders')) {
+if (SCENARIOS.includes('orders') && ORDER_COUNT > 0) {
+  scenarios.orders = {
+    executor: 'shared-iterations',
+    exec: 'placeOrder',
+    iterations: ORDER_COUNT,
+    vus: Number(__ENV.ORDER_VUS || 8),
+    maxDuration: __ENV.MAX_DURATION || '10m',
+  };
+} else if (SCENARIOS.includes('orders')) {
   scenarios.orders = {
     executor: 'constant-arrival-rate',
     exec: 'placeOrder',
@@ -87,6 +109,8 @@ if (SCENARIOS.includes('orders')) {
     duration: DURATION,
     ...vus('ORDER', ORDER_RATE, FOLLOW ? 2 : 0.5),
   };
+}
+if (SCENARIOS.includes('orders')) {
   thresholds['http_req_duration{name:POST /api/v1/orders}'] = [`p(99)<${__ENV.P99_POST_MS || 500}`];
   if (FOLLOW) {
     thresholds.order_time_to_terminal = [`p(99)<${__ENV.P99_TERMINAL_MS || 500}`];
@@ -135,17 +159,31 @@ function orderLines() {
   return [first, second].map((i) => ({ sku: ORDER_SKUS[i], quantity: 1 }));
 }
 
-export function placeOrder() {
-  const body = JSON.stringify({ lines: orderLines() });
-  const sent = Date.now();
+function post(body, key) {
   const response = http.post(`${BASE_URL}/api/v1/orders`, body, {
-    headers: {
-      ...authorized,
-      'Content-Type': 'application/json',
-      'Idempotency-Key': idempotencyKey(),
-    },
+    headers: { ...authorized, 'Content-Type': 'application/json', 'Idempotency-Key': key },
     tags: { name: 'POST /api/v1/orders' },
   });
+  if (response.status !== 201) {
+    rejected.add(1);
+    if (response.status === 429) {
+      rateLimited.add(1);
+    } else if (response.status === 503) {
+      shed.add(1);
+    }
+  }
+  return response;
+}
+
+export function placeOrder() {
+  const body = JSON.stringify({ lines: orderLines() });
+  const key = idempotencyKey();
+  const sent = Date.now();
+  let response = post(body, key);
+  for (let retry = 0; ORDER_COUNT > 0 && response.status !== 201 && retry < BURST_RETRIES; retry++) {
+    sleep(BURST_RETRY_PAUSE);
+    response = post(body, key);
+  }
   if (!check(response, { 'order accepted': (r) => r.status === 201 }) || !FOLLOW) {
     return;
   }
