@@ -41,6 +41,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-editable --package "mercato-$MEMBER"
 
 FROM ${PYTHON_IMAGE} AS runtime
+ARG MEMBER
 LABEL org.opencontainers.image.source="https://github.com/mercato/mercato" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN groupadd --system --gid 10001 mercato \
@@ -49,6 +50,9 @@ COPY --from=builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
+# Every console script of the member imports: a dependency the member uses but does
+# not declare (present natively, where the whole workspace is installed) fails here.
+RUN python -c "import importlib.metadata as m, sys; [e.load() for e in m.distribution('mercato-' + sys.argv[1]).entry_points if e.group == 'console_scripts']" "$MEMBER"
 USER 10001:10001
 
 # --- the images ---------------------------------------------------------------------
@@ -115,7 +119,7 @@ LABEL org.opencontainers.image.title="payment-sandbox"
 RUN test -x /opt/venv/bin/payment-sandbox
 ENV SANDBOX_HOST=0.0.0.0 \
     SANDBOX_DATABASE_PATH=/data/sandbox.db
-USER root
+USER 0
 RUN mkdir /data && chown 10001:10001 /data
 USER 10001:10001
 VOLUME ["/data"]
@@ -131,7 +135,7 @@ LABEL org.opencontainers.image.title="ops"
 RUN test -x /opt/venv/bin/mercato && test -x /opt/venv/bin/mail-catcher
 ENV MAILCATCHER_HOST=0.0.0.0 \
     MAILCATCHER_STORE=/data/mail.jsonl
-USER root
+USER 0
 RUN mkdir /data && chown 10001:10001 /data
 USER 10001:10001
 VOLUME ["/data"]
