@@ -74,7 +74,11 @@ def test_image_shape(targets: dict[str, Target]) -> None:
 
 def test_build_context_holds_every_member() -> None:
     workspace = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]
-    members = {p.parent.name for pattern in workspace["members"] for p in REPO.glob(f"{pattern}/pyproject.toml")}
+    members = {
+        p.parent.name
+        for pattern in workspace["members"]
+        for p in REPO.glob(f"{pattern}/pyproject.toml")
+    }
     lines = (REPO / ".dockerignore").read_text().splitlines()
     assert {line[1:] for line in lines if line.startswith("!") and "/" not in line} == members | {
         "pyproject.toml",

@@ -20,17 +20,17 @@ class _ComposeLoader(yaml.SafeLoader):
     """YAML with compose's merge tags (!reset, !override), read as their plain values."""
 
 
+def _plain(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node)
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node)
+    assert isinstance(node, yaml.ScalarNode)
+    return loader.construct_scalar(node)
+
+
 for _tag in ("!reset", "!override"):
-    _ComposeLoader.add_constructor(
-        _tag,
-        lambda loader, node: (
-            loader.construct_sequence(node)
-            if isinstance(node, yaml.SequenceNode)
-            else loader.construct_mapping(node)
-            if isinstance(node, yaml.MappingNode)
-            else loader.construct_scalar(node)
-        ),
-    )
+    _ComposeLoader.add_constructor(_tag, _plain)
 
 
 def _override(name: str) -> dict[str, Any]:
@@ -109,7 +109,9 @@ def test_kubernetes_runs_the_images_as_built(
     rendered: dict[str, list[dict[str, Any]]], overlay: str, targets: dict[str, Target]
 ) -> None:
     config_maps = {
-        o["metadata"]["name"]: o.get("data", {}) for o in rendered[overlay] if o["kind"] == "ConfigMap"
+        o["metadata"]["name"]: o.get("data", {})
+        for o in rendered[overlay]
+        if o["kind"] == "ConfigMap"
     }
     seen = set()
     for obj in rendered[overlay]:
@@ -152,7 +154,9 @@ def test_kubernetes_runs_the_images_as_built(
 
 
 def test_dev_overlay_tags_every_image(targets: dict[str, Target]) -> None:
-    kustomization = yaml.safe_load((REPO / "deploy/k8s/overlays/dev/kustomization.yaml").read_text())
+    kustomization = yaml.safe_load(
+        (REPO / "deploy/k8s/overlays/dev/kustomization.yaml").read_text()
+    )
     assert {i["name"] for i in kustomization["images"]} == {f"mercato/{t}" for t in targets}
 
 

@@ -47,7 +47,7 @@ EOF
         >"$root/etc/apt/apt.conf.d/90mercato-offline"
     printf 'path-exclude /usr/share/doc/*\npath-exclude /usr/share/man/*\npath-exclude /usr/share/locale/*\n' \
         >"$root/etc/dpkg/dpkg.cfg.d/90mercato-offline"
-    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/dev/*
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "${root:?}"/dev/*
     tar --numeric-owner -C "$root" -c . |
         docker import --change 'CMD ["bash"]' --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
             --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \

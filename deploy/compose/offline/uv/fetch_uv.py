@@ -23,9 +23,7 @@ def main(version: str, out: Path) -> None:
     with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - fixed https URL
         files = json.load(response)["files"]
     (wheel,) = (
-        f
-        for f in files
-        if f["filename"].startswith(f"uv-{version}-py3-none-manylinux_2_17_{ARCH}")
+        f for f in files if f["filename"].startswith(f"uv-{version}-py3-none-manylinux_2_17_{ARCH}")
     )
     with urllib.request.urlopen(wheel["url"], timeout=300) as response:  # noqa: S310
         data = response.read()
