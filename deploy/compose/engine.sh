@@ -21,6 +21,10 @@ DOCKERD_PIDFILE="$CONTAINERS_DIR/dockerd.pid"
 ENGINE_START_TIMEOUT="${MERCATO_ENGINE_START_TIMEOUT:-90}"
 # One core for compilers and builds: the machine is shared.
 BUILD_JOBS="${MERCATO_BUILD_JOBS:-1}"
+# Deadlines of one image build and of one plugin's go install (a cold module cache).
+# shellcheck disable=SC2034 # BUILD_TIMEOUT is read by images.sh and standins.sh
+BUILD_TIMEOUT="${MERCATO_BUILD_TIMEOUT:-1800}"
+GO_INSTALL_TIMEOUT="${MERCATO_GO_INSTALL_TIMEOUT:-3600}"
 # Set by engine_start when it started the daemon (engine_stop stops only that one).
 ENGINE_STARTED_PID=""
 
@@ -77,7 +81,7 @@ go_plugin() {
         local gobin
         gobin=$(mktemp -d "$CONTAINERS_DIR/gobin.XXXXXX")
         (cd "$CONTAINERS_DIR" && GOBIN="$gobin" GOMAXPROCS="$BUILD_JOBS" GOFLAGS=-mod=mod \
-            low_priority "$(go_bin)" install -p "$BUILD_JOBS" "$package@$version") ||
+            low_priority timeout "$GO_INSTALL_TIMEOUT" "$(go_bin)" install -p "$BUILD_JOBS" "$package@$version") ||
             { rm -rf "$gobin"; die "go install $package@$version failed"; }
         # The package path ends in /cmd for compose: the binary takes that name.
         mv "$gobin"/* "$target.tmp"

@@ -20,7 +20,7 @@ build_image() {
     local name=$1 tag=$2
     shift 2
     info "building mercato/$name:$tag"
-    low_priority docker buildx build --progress="${MERCATO_BUILD_PROGRESS:-quiet}" --load \
+    low_priority timeout "$BUILD_TIMEOUT" docker buildx build --progress="${MERCATO_BUILD_PROGRESS:-quiet}" --load \
         --build-arg MEMBER="$name" --target "$name" -t "mercato/$name:$tag" "$@" "$REPO" >/dev/null
 }
 

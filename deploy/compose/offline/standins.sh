@@ -24,7 +24,7 @@ bookworm_image() {
     local root
     root=$(mktemp -d "$CONTAINERS_DIR/bookworm.XXXXXX")
     info "debootstrap --variant=minbase bookworm from $DEBIAN_MIRROR (about a minute)"
-    if ! low_priority debootstrap --variant=minbase --include=ca-certificates bookworm "$root" "$DEBIAN_MIRROR" \
+    if ! low_priority timeout 900 debootstrap --variant=minbase --include=ca-certificates bookworm "$root" "$DEBIAN_MIRROR" \
         >"$CONTAINERS_DIR/debootstrap.log" 2>&1; then
         rm -rf "$root"
         tail -n 20 "$CONTAINERS_DIR/debootstrap.log" >&2
@@ -60,7 +60,7 @@ standin_build() {
     local image=$1 dockerfile=$2 context=$3
     shift 3
     info "building the stand-in $image"
-    low_priority docker buildx build --progress="${MERCATO_BUILD_PROGRESS:-quiet}" --network host --load \
+    low_priority timeout "$BUILD_TIMEOUT" docker buildx build --progress="${MERCATO_BUILD_PROGRESS:-quiet}" --network host --load \
         --build-arg BOOKWORM_IMAGE="$BOOKWORM_IMAGE" --build-arg PYTHON_IMAGE="$OFFLINE_PYTHON_IMAGE" \
         -f "$dockerfile" -t "$image" "$@" "$context" >/dev/null
 }
