@@ -68,6 +68,9 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
     trap engine_stop EXIT
     start=$SECONDS
     build_images "$offline" "$tag" "${images[@]}"
+    if ((offline)) && ((${#images[@]} == 0)); then
+        standins_observability
+    fi
     info "built in $((SECONDS - start))s:"
     docker image ls --filter "reference=mercato/*:$tag" --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' >&2
 fi

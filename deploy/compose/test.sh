@@ -92,6 +92,10 @@ compose 180 down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
 up=1
 compose "$((UP_TIMEOUT + 60))" up -d --no-build --quiet-pull --wait --wait-timeout "$UP_TIMEOUT"
 compose 30 ps -a --format 'table {{.Service}}\t{{.Status}}' >&2
+# The compose file promises convergence without restarts: dependencies wait on health.
+mapfile -t containers < <(compose 30 ps -aq)
+restarted=$(docker inspect -f '{{.Name}} {{.RestartCount}}' "${containers[@]}" | awk '$2 > 0')
+[[ -z $restarted ]] || die "containers restarted while the system converged: $restarted"
 
 gateway="http://127.0.0.1:$MERCATO_COMPOSE_TEST_PORT"
 step "the gateway's published port"

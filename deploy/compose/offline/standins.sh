@@ -40,7 +40,7 @@ EOF
     # Maven Central from here. Only these stand-ins get them, never the official bases.
     if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
         cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
-        chroot "$root" update-ca-certificates >/dev/null
+        chroot "$root" update-ca-certificates >/dev/null 2>&1
     fi
     # As in the official slim images: no recommends, no documentation, no apt caches.
     printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' \
@@ -77,4 +77,11 @@ standins_core() {
     # The broker's jars come from the native stack's pom (deploy/local/kafka), so both
     # run the same Kafka: the build context is deploy/.
     standin_build mercato-offline/kafka:3.9.1 "$OFFLINE_DIR/kafka/Dockerfile" "$DEPLOY_DIR"
+}
+
+# standins_observability: those of the observability profile that can be made here
+# (README.md: Grafana cannot, Jaeger and the collector are not done).
+standins_observability() {
+    bookworm_image
+    standin_build mercato-offline/prometheus:2-bookworm "$OFFLINE_DIR/prometheus/Dockerfile" "$OFFLINE_DIR/prometheus"
 }
