@@ -70,8 +70,8 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
 CMD ["gateway"]
 
 # The domain services: one image, three processes chosen by command (<service>-api by
-# default, <service>-worker, <service>-migrate). The healthcheck probes the api's port:
-# compose and Kubernetes give a worker a probe of its own port.
+# default, <service>-worker, <service>-migrate). The healthcheck passes when the api's
+# port or the worker's answers /healthz, whichever process the container runs.
 
 FROM runtime AS order-service
 LABEL org.opencontainers.image.title="order-service"
@@ -80,7 +80,7 @@ ENV ORDER_API_HOST=0.0.0.0 \
     ORDER_WORKER_HOST=0.0.0.0
 EXPOSE 8001 9101
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ORDER_API_PORT', '8001') + '/healthz', timeout=2)"]
+    CMD ["python", "-c", "import os, sys, urllib.request\nfor port in (os.environ.get('ORDER_API_PORT', '8001'), os.environ.get('ORDER_WORKER_PORT', '9101')):\n    try:\n        urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=2)\n        sys.exit(0)\n    except OSError:\n        pass\nsys.exit(1)"]
 CMD ["order-api"]
 
 FROM runtime AS inventory-service
@@ -90,7 +90,7 @@ ENV INVENTORY_API_HOST=0.0.0.0 \
     INVENTORY_WORKER_HOST=0.0.0.0
 EXPOSE 8002 9102
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('INVENTORY_API_PORT', '8002') + '/healthz', timeout=2)"]
+    CMD ["python", "-c", "import os, sys, urllib.request\nfor port in (os.environ.get('INVENTORY_API_PORT', '8002'), os.environ.get('INVENTORY_WORKER_PORT', '9102')):\n    try:\n        urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=2)\n        sys.exit(0)\n    except OSError:\n        pass\nsys.exit(1)"]
 CMD ["inventory-api"]
 
 FROM runtime AS payment-service
@@ -100,7 +100,7 @@ ENV PAYMENT_API_HOST=0.0.0.0 \
     PAYMENT_WORKER_HOST=0.0.0.0
 EXPOSE 8003 9103
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PAYMENT_API_PORT', '8003') + '/healthz', timeout=2)"]
+    CMD ["python", "-c", "import os, sys, urllib.request\nfor port in (os.environ.get('PAYMENT_API_PORT', '8003'), os.environ.get('PAYMENT_WORKER_PORT', '9103')):\n    try:\n        urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=2)\n        sys.exit(0)\n    except OSError:\n        pass\nsys.exit(1)"]
 CMD ["payment-api"]
 
 FROM runtime AS notification-service
@@ -110,7 +110,7 @@ ENV NOTIFICATION_API_HOST=0.0.0.0 \
     NOTIFICATION_WORKER_HOST=0.0.0.0
 EXPOSE 8004 9104
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('NOTIFICATION_API_PORT', '8004') + '/healthz', timeout=2)"]
+    CMD ["python", "-c", "import os, sys, urllib.request\nfor port in (os.environ.get('NOTIFICATION_API_PORT', '8004'), os.environ.get('NOTIFICATION_WORKER_PORT', '9104')):\n    try:\n        urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=2)\n        sys.exit(0)\n    except OSError:\n        pass\nsys.exit(1)"]
 CMD ["notification-api"]
 
 # The card-processor simulator (development and tests only); its ledger lives under /data.

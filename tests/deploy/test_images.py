@@ -3,6 +3,7 @@ processes, users, ports and probes; and the offline overrides cover what they mu
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from typing import Any
@@ -191,3 +192,11 @@ def test_compose_test_publishes_the_gateway_only(compose: dict[str, Any]) -> Non
             assert port.endswith(":8080"), port
         else:
             assert override[name]["ports"] == [], name
+
+
+def test_compose_test_routes_are_the_compose_routes(compose: dict[str, Any]) -> None:
+    base = json.loads(compose["services"]["gateway"]["environment"]["GATEWAY_ROUTES"])
+    override = _override("compose-test.yaml")["services"]["gateway"]["environment"]
+    routes = json.loads(override["GATEWAY_ROUTES"])
+    strip = [{k: r[k] for k in ("prefix", "upstreams")} for r in routes]
+    assert strip == base

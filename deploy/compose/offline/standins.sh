@@ -10,6 +10,7 @@ DEBIAN_MIRROR="${MERCATO_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 DEBIAN_SECURITY_MIRROR="${MERCATO_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
 
 BOOKWORM_IMAGE=mercato-offline/bookworm:12
+JAEGER_IMAGE=mercato-offline/jaeger:2.13.0
 OFFLINE_PYTHON_IMAGE=mercato-offline/python:3.11-bookworm
 # The uv stand-in carries the version of the official image the Dockerfile names.
 OFFLINE_UV_IMAGE="mercato-offline/uv:$(sed -n 's|^ARG UV_IMAGE=.*uv:||p' "$DEPLOY_DIR/../Dockerfile")"
@@ -84,4 +85,16 @@ standins_core() {
 standins_observability() {
     bookworm_image
     standin_build mercato-offline/prometheus:2-bookworm "$OFFLINE_DIR/prometheus/Dockerfile" "$OFFLINE_DIR/prometheus"
+    # Jaeger's binary is the one `make traces` builds (ten minutes of Go, so only when
+    # asked for): the image waits for it rather than building it again.
+    local jaeger="${MERCATO_TOOLS_DIR:-$MERCATO_STATE_DIR/tools}/bin/jaeger"
+    if [[ -x $jaeger ]]; then
+        local context
+        context=$(mktemp -d "$CONTAINERS_DIR/jaeger.XXXXXX")
+        cp "$jaeger" "$context/jaeger"
+        standin_build "$JAEGER_IMAGE" "$OFFLINE_DIR/jaeger/Dockerfile" "$context"
+        rm -rf "$context"
+    else
+        info "no Jaeger stand-in: build Jaeger first with make traces"
+    fi
 }
