@@ -99,8 +99,10 @@ restarted=$(docker inspect -f '{{.Name}} {{.RestartCount}}' "${containers[@]}" |
 
 gateway="http://127.0.0.1:$MERCATO_COMPOSE_TEST_PORT"
 step "the gateway's published port"
-curl -fsS --max-time 10 "$gateway/readyz" >/dev/null
-catalogue=$(curl -fsS --max-time 10 "$gateway/api/v1/products")
+# python3 rather than curl, which a fresh Debian may lack.
+get() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' "$1"; }
+get "$gateway/readyz" >/dev/null
+catalogue=$(get "$gateway/api/v1/products")
 printf '%s...\n' "${catalogue:0:160}" >&2
 
 mercato() { compose "$((DEMO_WITHIN + 120))" run --rm -T --no-deps mercato "$@"; }
