@@ -200,3 +200,12 @@ def test_compose_test_routes_are_the_compose_routes(compose: dict[str, Any]) -> 
     routes = json.loads(override["GATEWAY_ROUTES"])
     strip = [{k: r[k] for k in ("prefix", "upstreams")} for r in routes]
     assert strip == base
+
+
+def test_offline_observability_stand_ins_keep_the_release(compose: dict[str, Any]) -> None:
+    override = _override("compose.yaml")["services"]
+    jaeger_tag = compose["services"]["jaeger"]["image"].rpartition(":")[2]
+    assert override["jaeger"]["image"] == f"mercato-offline/jaeger:{jaeger_tag}"
+    standins = (OFFLINE / "standins.sh").read_text()
+    assert f"JAEGER_IMAGE={override['jaeger']['image']}" in standins
+    assert (REPO / "deploy/local/jaeger.sh").read_text().count(f"JAEGER_RELEASE=v{jaeger_tag}") == 1
