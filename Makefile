@@ -9,10 +9,10 @@ SERVICES := deploy/local/services.sh
 PY_SOURCES := shared/src gateway/src order-service/src inventory-service/src ops/src deploy \
 	payment-service/src notification-service/src payment-sandbox/src tests bench
 
-.PHONY: help install dev up down status token demo check dlq stack-up stack-down traces trace test bench lint lint-types format env-example events clean
+.PHONY: help install dev up down status token demo check dlq stack-up stack-down traces trace test bench lint lint-types format env-example events clean images compose-test deploy-tools validate-deploy
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 install: ## Install Python and its dependencies (uv, then the locked workspace)
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -70,7 +70,8 @@ lint: install ## ruff, mypy, import-linter, shellcheck
 	$(UV) run --locked ruff format --check .
 	$(UV) run --locked mypy $(PY_SOURCES)
 	$(UV) run --locked lint-imports
-	@if command -v shellcheck >/dev/null; then (cd deploy/local && shellcheck -x *.sh) && (cd bench && shellcheck -x *.sh) && shellcheck .ci/run; \
+	@if command -v shellcheck >/dev/null; then (cd deploy/local && shellcheck -x *.sh) && (cd bench && shellcheck -x *.sh) && shellcheck .ci/run \
+		&& (cd deploy/compose && shellcheck -x *.sh offline/*.sh offline/*/*.sh offline/kafka/bin/*.sh offline/kafka/bin/run); \
 		else echo "shellcheck not installed: shell scripts not checked"; fi
 
 lint-types: ## mypy alone (strict)
@@ -95,3 +96,9 @@ deploy-tools: ## Install the pinned deployment validators (kustomize, KEDA and C
 
 validate-deploy: install deploy-tools ## Validate Dockerfiles, docker-compose.yml and every k8s overlay
 	$(UV) run --locked pytest tests/deploy -q
+
+images: ## Build every image (Docker; installs and starts the engine if needed): make images [BASE=offline] [TAG=dev]
+	bash deploy/compose/images.sh $(if $(filter offline,$(BASE)),--offline) --tag $(or $(TAG),dev)
+
+compose-test: ## docker compose up the whole system on stand-in images, demo, kill a worker, check; then down
+	bash deploy/compose/test.sh

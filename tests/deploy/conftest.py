@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,3 +67,59 @@ def compose() -> dict[str, Any]:
     """docker-compose.yml, anchors resolved."""
     data: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     return data
+
+
+DOCKERFILE = REPO / "Dockerfile"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One image of the Dockerfile: a `FROM runtime AS <name>` stage and what it inherits."""
+
+    name: str
+    text: str
+    command: list[str]
+    exposed: set[int]
+    healthcheck: list[str]
+    user: str
+    checked_scripts: set[str]
+    env: set[str]
+
+
+def dockerfile_stages(text: str) -> dict[str, str]:
+    """Stage name (or its base, when unnamed) -> the stage's instructions, continuations joined."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    stages: dict[str, str] = {}
+    for block in re.split(r"^(?=FROM )", joined, flags=re.MULTILINE)[1:]:
+        header = block.splitlines()[0].split()
+        stages[header[3] if len(header) > 3 else header[1]] = block
+    return stages
+
+
+def _instructions(block: str, keyword: str) -> list[str]:
+    return re.findall(rf"^{keyword} (.+)$", block, re.MULTILINE)
+
+
+@pytest.fixture(scope="session")
+def targets() -> dict[str, Target]:
+    """The images `make images` builds: the Dockerfile's targets over its runtime stage."""
+    stages = dockerfile_stages(DOCKERFILE.read_text())
+    runtime = stages["runtime"]
+    out = {}
+    for name, block in stages.items():
+        if not block.startswith("FROM runtime AS "):
+            continue
+        (cmd,) = _instructions(block, "CMD")
+        (healthcheck,) = _instructions(block, "HEALTHCHECK")
+        users = _instructions(runtime, "USER") + _instructions(block, "USER")
+        out[name] = Target(
+            name=name,
+            text=block,
+            command=json.loads(cmd),
+            exposed={int(p) for line in _instructions(block, "EXPOSE") for p in line.split()},
+            healthcheck=json.loads(healthcheck.split(" CMD ", 1)[1]),
+            user=users[-1],
+            checked_scripts=set(re.findall(r"test -x /opt/venv/bin/([\w-]+)", block)),
+            env=set(re.findall(r"\b([A-Z][A-Z0-9]*_[A-Z0-9_]+)=", block)),
+        )
+    return out
