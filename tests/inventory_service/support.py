@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from inventory_service import repository, service
-from inventory_service.handlers import build_handlers
+from inventory_service.handlers import build_batch_lock, build_handlers
 from inventory_service.models import Base, OrderState, Product, Reservation, outbox
 from inventory_service.settings import InventorySettings
 from mercato_shared.db import transaction
@@ -53,14 +53,28 @@ class Inventory:
         self.settings = settings
         self.sessions = sessions
         self.handlers = build_handlers(settings)
+        self.lock_batch = build_batch_lock(settings)
 
     async def seed(self, products: list[Product]) -> None:
         await service.seed_catalogue(sessions=self.sessions, products=products)
 
     async def handle(self, envelope: Envelope) -> None:
         """Run the event's handler in its own transaction, as the consumer does."""
+        await self.handle_batch([envelope])
+
+    async def handle_batch(
+        self, envelopes: list[Envelope], *, before_steps: Any = None
+    ) -> None:
+        """A batch as the worker applies it: stock locked, then each step, one transaction.
+
+        ``before_steps`` is awaited between the two, to line concurrent batches up.
+        """
         async with transaction(self.sessions) as session:
-            await self.handlers[envelope.type](session, envelope)
+            await self.lock_batch(session, envelopes)
+            if before_steps is not None:
+                await before_steps()
+            for envelope in envelopes:
+                await self.handlers[envelope.type](session, envelope)
 
     async def stock(self, sku: str) -> tuple[int, int, int]:
         """(on_hand, reserved, committed) of a SKU."""

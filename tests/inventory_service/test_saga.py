@@ -1,5 +1,8 @@
 """The saga steps against a real, migrated database, each event in its own transaction."""
 
+import asyncio
+import contextlib
+
 import pytest
 
 from inventory_service.models import OrderState
@@ -168,3 +171,24 @@ async def test_an_order_without_lines_fails_and_writes_nothing(seeded):
         await seeded.handle(event)
     assert await seeded.state(event.order_id) is None
     assert await seeded.outbox() == []
+
+
+async def test_batches_of_other_orders_on_the_same_products_do_not_deadlock(seeded):
+    # Each batch's first order wants the products the other's second order wants too, in
+    # the opposite order: stock taken one step at a time, each would hold what the other
+    # waits for. Locked for the whole batch first, in SKU order, the second simply waits.
+    first = [created(("MUG-BLUE", 1)), created(("TEE-M", 1))]
+    second = [created(("TEE-M", 2)), created(("MUG-BLUE", 2))]
+    both_started = asyncio.Barrier(2)
+
+    async def line_up():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(both_started.wait(), 1)
+
+    await asyncio.gather(
+        seeded.handle_batch(first, before_steps=line_up),
+        seeded.handle_batch(second, before_steps=line_up),
+    )
+    assert await seeded.stock("MUG-BLUE") == (500, 3, 0)
+    assert await seeded.stock("TEE-M") == (200, 3, 0)
+    assert await seeded.violations() == []

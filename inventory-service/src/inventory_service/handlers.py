@@ -1,7 +1,7 @@
 """The inventory worker's map from the events it consumes to the saga's steps (saga.py)."""
 
 from inventory_service.saga import InventorySaga
-from mercato_shared.consumer import Handler
+from mercato_shared.consumer import BatchLock, Handler
 from mercato_shared.events import OrderCancelled, OrderConfirmed, OrderCreated
 from mercato_shared.settings import ServiceSettings
 
@@ -14,3 +14,8 @@ def build_handlers(settings: ServiceSettings) -> dict[str, Handler]:
         OrderCancelled.event_type: saga.on_order_cancelled,
         OrderConfirmed.event_type: saga.on_order_confirmed,
     }
+
+
+def build_batch_lock(settings: ServiceSettings) -> BatchLock:
+    """What the worker runs before each batch's steps: the products they share, locked."""
+    return InventorySaga(settings=settings).lock_stock

@@ -6,8 +6,8 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, bindparam, case, exists, func, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy import ColumnElement, Row, case, exists, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventory_service.models import (
@@ -17,6 +17,7 @@ from inventory_service.models import (
     Reservation,
     ReservationStatus,
 )
+from mercato_shared.outbox import OUTBOX_INSERT, OUTBOX_JSON
 
 # --- products -------------------------------------------------------------------------------
 
@@ -46,6 +47,15 @@ async def lock_products(session: AsyncSession, skus: Iterable[str]) -> dict[str,
         .execution_options(populate_existing=True)
     )
     return {product.sku: product for product in result.scalars()}
+
+
+async def lock_stock(
+    session: AsyncSession, skus: Iterable[str], orders: Sequence[uuid.UUID]
+) -> None:
+    """Lock the products of ``skus`` and of the orders' reservations, in SKU order."""
+    held = select(Reservation.sku).where(Reservation.order_id.in_(orders))
+    wanted = Product.sku.in_(sorted(set(skus))) | Product.sku.in_(held)
+    await session.execute(select(Product.sku).where(wanted).order_by(Product.sku).with_for_update())
 
 
 async def catalogue_currencies(session: AsyncSession) -> set[str]:
@@ -130,17 +140,14 @@ async def order_states(session: AsyncSession) -> dict[uuid.UUID, OrderState]:
 # A reserved order's writes in one statement: its reservations, the products' reserved
 # counts (their rows locked already, by lock_products) and its inventory.reserved event.
 _RESERVE = text(
-    "WITH held AS (INSERT INTO reservations (order_id, sku, quantity, unit_price, status)"
+    "WITH held AS (INSERT INTO reservations (order_id, sku, quantity, unit_price, status)"  # noqa: S608 - constant SQL, values bound
     " SELECT CAST(:order_id AS uuid), line.sku, line.quantity, line.unit_price,"
     " CAST(:status AS text) FROM unnest(CAST(:skus AS text[]), CAST(:quantities AS integer[]),"
     " CAST(:prices AS integer[])) AS line (sku, quantity, unit_price)),"
     " stock AS (UPDATE products SET reserved = products.reserved + line.quantity"
     " FROM unnest(CAST(:skus AS text[]), CAST(:quantities AS integer[])) AS line (sku, quantity)"
-    " WHERE products.sku = line.sku)"
-    " INSERT INTO outbox (event_id, topic, key, event_type, envelope, headers)"
-    " VALUES (CAST(:event_id AS uuid), CAST(:topic AS text), CAST(:key AS text),"
-    " CAST(:event_type AS text), CAST(:envelope AS jsonb), CAST(:headers AS jsonb))"
-).bindparams(bindparam("envelope", type_=JSONB), bindparam("headers", type_=JSONB))
+    " WHERE products.sku = line.sku) " + OUTBOX_INSERT
+).bindparams(*OUTBOX_JSON)
 
 # An order's holds settled in one statement: its RESERVED reservations moved on, the
 # products' counts moved with them, and the order's state set.

@@ -155,6 +155,21 @@ class InventorySaga:
 
     settings: ServiceSettings
 
+    async def lock_stock(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+        """Before a batch's steps: every product they will touch, locked in SKU order.
+
+        Every order draws on the same products, so the batches of different partitions (and
+        workers) contend for their rows; taken one step at a time they deadlock.
+        """
+        skus: set[str] = set()
+        settled: list[uuid.UUID] = []
+        for envelope in envelopes:
+            if envelope.type == OrderCreated.event_type:
+                skus.update(line.sku for line in payload_as(envelope, OrderCreated).lines)
+            else:
+                settled.append(envelope.order_id)
+        await repository.lock_stock(session, skus, settled)
+
     async def on_order_created(self, session: AsyncSession, envelope: Envelope) -> None:
         """Reserve the new order's lines, all or none."""
         order = payload_as(envelope, OrderCreated)

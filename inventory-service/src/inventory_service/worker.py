@@ -1,6 +1,6 @@
 """The inventory-worker process: consumes order events and relays its outbox."""
 
-from inventory_service.handlers import build_handlers
+from inventory_service.handlers import build_batch_lock, build_handlers
 from inventory_service.models import inbox, outbox
 from inventory_service.settings import InventorySettings
 from mercato_shared.worker import WorkerSpec
@@ -14,4 +14,5 @@ def build_spec(settings: InventorySettings | None = None) -> WorkerSpec:
         inbox=inbox,
         topics=("orders",),
         handlers=build_handlers(settings),
+        lock_batch=build_batch_lock(settings),
     )

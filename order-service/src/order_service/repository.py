@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from mercato_shared.outbox import OUTBOX_INSERT, OUTBOX_JSON
 from order_service.models import IdempotencyKey, Order, OrderStatus
 
 # A new order in one statement: the order, its lines, its first history entry and its
@@ -33,12 +33,8 @@ created AS (
     INSERT INTO order_history (order_id, status, step)
     SELECT src.id, CAST(:status AS text), 'created' FROM src
     RETURNING at
-), event AS (
-    INSERT INTO outbox (event_id, topic, key, event_type, envelope, headers)
-    SELECT CAST(:event_id AS uuid), CAST(:topic AS text), CAST(:key_text AS text),
-           CAST(:event_type AS text), CAST(:envelope AS jsonb), CAST(:headers AS jsonb)
-    FROM src
-)"""
+), event AS ("""
+_WRITE_ORDER += OUTBOX_INSERT + " FROM src)"
 
 # Constant SQL (S608): every value is a bound parameter.
 _PLACE = text(
@@ -46,7 +42,7 @@ _PLACE = text(
     + _WRITE_ORDER
     + " SELECT true AS held, NULL AS known_hash, NULL AS known_order,"
     " created.created_at, created.updated_at, entry.at FROM created, entry"
-).bindparams(bindparam("envelope", type_=JSONB), bindparam("headers", type_=JSONB))
+).bindparams(*OUTBOX_JSON)
 
 # With an Idempotency-Key: the key's advisory lock (not waited for), its first request if it
 # has one, and the order written only when the key row is: a request racing this one for the
@@ -66,7 +62,7 @@ _PLACE_WITH_KEY = text(
     + " SELECT lock.held, known.request_hash AS known_hash, known.order_id AS known_order,"
     " created.created_at, created.updated_at, entry.at"
     " FROM lock LEFT JOIN known ON true LEFT JOIN created ON true LEFT JOIN entry ON true"
-).bindparams(bindparam("envelope", type_=JSONB), bindparam("headers", type_=JSONB))
+).bindparams(*OUTBOX_JSON)
 
 
 # A pending order's next step in one statement: the row changed under its lock (the UPDATE
@@ -154,12 +150,7 @@ async def place_order(
         "line_nos": list(range(1, len(lines) + 1)),
         "skus": [sku for sku, _ in lines],
         "quantities": [quantity for _, quantity in lines],
-        "event_id": event["event_id"],
-        "topic": event["topic"],
-        "key_text": event["key"],
-        "event_type": event["event_type"],
-        "envelope": event["envelope"],
-        "headers": event["headers"],
+        **event,
     }
     statement = _PLACE
     if key is not None:

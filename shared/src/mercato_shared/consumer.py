@@ -17,6 +17,8 @@ The handler contract (docs/saga.md says the same for the saga's steps):
   ``consumer_max_attempts``. Its neighbours are applied once, in a later transaction, so a
   handler may run more than once for an event before one of its transactions commits: its
   effects outside the database (a card authorization, a mail) must be idempotent.
+- A service whose steps of different orders share rows gives a ``lock_batch``, which locks
+  them for the whole batch, in one order, before the first step runs.
 - With ``concurrency`` above 1, the events of different orders in one batch run at the same
   time (those of one order still one after the other, in offset order), so that steps
   waiting on a remote call wait together. They share the batch's session: such handlers do
@@ -64,6 +66,10 @@ from mercato_shared.tracing import enabled as tracing_enabled
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+# Run once per batch, before its steps, with the new events: where steps of different orders
+# share hot rows (a product's stock), it locks them all in one order, so that two batches
+# never hold some each and wait for the other's (a deadlock, which costs a second to detect).
+BatchLock = Callable[[AsyncSession, Sequence[Envelope]], Awaitable[None]]
 
 # Records one fetch may return, over all partitions: a batch is whatever a fetch returned,
 # never something waited for, so a quiet stream is handled as soon as its event arrives.
@@ -144,6 +150,7 @@ class EventConsumer:
         dead_letters: Callable[[], Awaitable[AIOKafkaProducer]],
         commit_interval: float = COMMIT_INTERVAL_SECONDS,
         concurrency: int = 1,
+        lock_batch: BatchLock | None = None,
     ) -> None:
         self._settings = settings
         self._topics = topics
@@ -160,6 +167,7 @@ class EventConsumer:
         if concurrency == 1:
             self._batch_size = settings.consumer_batch_size
         self._concurrency = concurrency
+        self._lock_batch = lock_batch
         self._traced = tracing_enabled()
         self._counters: dict[tuple[str, str], Counter] = {}
         self._durations: dict[str, Histogram] = {}
@@ -361,6 +369,8 @@ class EventConsumer:
                 if ran[-1]:
                     fresh.discard(event.delivery.envelope.id)
                     new.append(event)
+            if self._lock_batch is not None and new:
+                await self._lock_batch(session, [e.delivery.envelope for e in new])
             if self._concurrency > 1 and len(new) > 1:
                 await self._run_side_by_side(session, new)
             else:

@@ -16,7 +16,8 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Insert, Table, Text, cast, delete, func, insert, select
+from sqlalchemy import Insert, Table, Text, bindparam, cast, delete, func, insert, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -55,6 +56,16 @@ async def add_event(
 @functools.cache
 def _insert_into(outbox: Table) -> Insert:
     return insert(outbox)
+
+
+# An outbox row as part of a larger statement (a data-modifying CTE, or the statement's last
+# part): its values are the bound parameters named as outbox_row() names them.
+OUTBOX_INSERT = (
+    "INSERT INTO outbox (event_id, topic, key, event_type, envelope, headers)"
+    " SELECT CAST(:event_id AS uuid), CAST(:topic AS text), CAST(:key AS text),"
+    " CAST(:event_type AS text), CAST(:envelope AS jsonb), CAST(:headers AS jsonb)"
+)
+OUTBOX_JSON = (bindparam("envelope", type_=JSONB), bindparam("headers", type_=JSONB))
 
 
 def outbox_row(

@@ -17,7 +17,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mercato_shared import inbox
-from mercato_shared.consumer import EventConsumer, Handler
+from mercato_shared.consumer import BatchLock, EventConsumer, Handler
 from mercato_shared.db import create_engine, create_sessionmaker, ping
 from mercato_shared.health import health_router
 from mercato_shared.kafka import create_producer
@@ -54,6 +54,8 @@ class WorkerSpec:
     jobs: tuple[tuple[Job, float], ...] = ()
     # Events of different orders in one batch handled at once (see consumer.py).
     concurrency: int = 1
+    # Locks the rows a batch's steps share before they run (see consumer.py).
+    lock_batch: BatchLock | None = None
     # Run once the consumer has stopped: clients the handlers hold (an HTTP pool, SMTP).
     closers: tuple[Callable[[], Awaitable[object]], ...] = ()
 
@@ -120,6 +122,7 @@ async def run_worker(spec: WorkerSpec) -> None:
         inbox_table=spec.inbox,
         dead_letters=dead_letters,
         concurrency=spec.concurrency,
+        lock_batch=spec.lock_batch,
     )
 
     async def database() -> None:
