@@ -293,3 +293,41 @@ async def test_a_deadlock_between_two_transactions_counts_as_transient(env):
     failures = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
     assert len(failures) == 1
     assert is_transient(failures[0])
+
+
+async def test_lock_batch_runs_first_with_the_new_events_only(env):
+    settings, sessions, producer = env
+    seen, fresh = _envelope(), _envelope()
+    await _publish_all(settings, producer, [seen])
+    first = _consumer(settings, sessions, producer, Effects())
+
+    async def one_done():
+        return first.processed == 1
+
+    await _consume(first, one_done)
+    rewound = settings.model_copy(update={"service_name": "batch-test-locked"})
+    await _publish_all(settings, producer, [fresh])
+    calls: list[tuple[str, list[uuid.UUID]]] = []
+
+    async def lock_batch(session, envelopes):
+        calls.append(("lock", [e.id for e in envelopes]))
+
+    async def handler(session, envelope):
+        calls.append(("step", [envelope.id]))
+
+    consumer = EventConsumer(
+        settings=rewound,
+        topics=[settings.topic("orders")],
+        handlers={"order.created": handler},
+        sessions=sessions,
+        inbox_table=inbox,
+        dead_letters=lambda: asyncio.sleep(0, producer),
+        lock_batch=lock_batch,
+    )
+
+    async def both_read():
+        return consumer.processed == 2
+
+    await _consume(consumer, both_read)
+    # The redelivered event is neither locked for nor stepped; the new one, lock first.
+    assert calls == [("lock", [fresh.id]), ("step", [fresh.id])]
