@@ -62,9 +62,7 @@ class Inventory:
         """Run the event's handler in its own transaction, as the consumer does."""
         await self.handle_batch([envelope])
 
-    async def handle_batch(
-        self, envelopes: list[Envelope], *, before_steps: Any = None
-    ) -> None:
+    async def handle_batch(self, envelopes: list[Envelope], *, before_steps: Any = None) -> None:
         """A batch as the worker applies it: stock locked, then each step, one transaction.
 
         ``before_steps`` is awaited between the two, to line concurrent batches up.
