@@ -92,3 +92,23 @@ def test_rejects_other_key_and_other_algorithms(verifier, keys, tmp_path):
         verifier.verify(_hs256_by_hand(_claims(), keys[1].read_bytes()))
     with pytest.raises(UnauthorizedError):
         verifier.verify(_unsigned(_claims()))
+
+
+def test_a_verified_token_is_remembered_until_it_expires(verifier, private_key, monkeypatch):
+    token = issue_identity(private_key, subject="alice", roles=set(), issuer="mercato-gateway")
+    decoded = []
+    decode = jwt.decode
+
+    def counting(*args, **kwargs):
+        decoded.append(1)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting)
+    assert verifier.verify(token).subject == "alice"
+    assert verifier.verify(token).subject == "alice"
+    assert len(decoded) == 1  # the second time it was remembered
+    # Past its exp and the leeway, the token is verified again (where PyJWT refuses it).
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    verifier.verify(token)
+    assert len(decoded) == 2
