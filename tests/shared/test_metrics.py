@@ -5,7 +5,7 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from mercato_shared.db import after_commit, create_engine, create_sessionmaker, transaction
-from mercato_shared.metrics import HttpMetrics, expose_metrics
+from mercato_shared.metrics import EVENTS_PROCESSED, Children, HttpMetrics, expose_metrics
 from mercato_shared.settings import ServiceSettings
 from tests.apps import client_for
 
@@ -64,3 +64,20 @@ async def test_metrics_are_served_at_the_scrapers_default_path_without_a_redirec
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert "mercato_http_requests_total" in response.text
+
+
+def test_children_are_made_once_per_label_values():
+    outcomes = Children(EVENTS_PROCESSED, "children-test")
+    handled = outcomes("order.created", "handled")
+    assert outcomes("order.created", "handled") is handled
+    assert outcomes("order.created", "duplicate") is not handled
+    before = REGISTRY.get_sample_value(
+        "mercato_events_processed_total",
+        {"service": "children-test", "type": "order.created", "outcome": "handled"},
+    )
+    handled.inc()
+    after = REGISTRY.get_sample_value(
+        "mercato_events_processed_total",
+        {"service": "children-test", "type": "order.created", "outcome": "handled"},
+    )
+    assert after == (before or 0) + 1

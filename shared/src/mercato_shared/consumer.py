@@ -46,7 +46,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import TopicPartition
 from opentelemetry.trace import SpanKind
-from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -56,7 +55,13 @@ from mercato_shared import inbox
 from mercato_shared.db import transaction
 from mercato_shared.events import Envelope
 from mercato_shared.inbox import Delivery
-from mercato_shared.metrics import CONSUMER_LAG, DEAD_LETTERS, EVENT_DURATION, EVENTS_PROCESSED
+from mercato_shared.metrics import (
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    EVENT_DURATION,
+    EVENTS_PROCESSED,
+    Children,
+)
 from mercato_shared.outbox import EVENT_TYPE_HEADER
 from mercato_shared.resilience.retry import backoff_delay
 from mercato_shared.settings import ServiceSettings
@@ -163,17 +168,18 @@ class EventConsumer:
         self._commit_interval = commit_interval
         # Handlers that run side by side wait on remote calls: a batch is then one round of
         # them, so that its transaction (and its row locks) lasts about as long as one call.
-        self._batch_size = min(settings.consumer_batch_size, concurrency)
-        if concurrency == 1:
-            self._batch_size = settings.consumer_batch_size
+        self._batch_size = settings.consumer_batch_size
+        if concurrency > 1:
+            self._batch_size = min(self._batch_size, concurrency)
         self._concurrency = concurrency
         self._lock_batch = lock_batch
         self._traced = tracing_enabled()
-        self._counters: dict[tuple[str, str], Counter] = {}
-        self._durations: dict[str, Histogram] = {}
+        service = settings.service_name
+        self._outcomes = Children(EVENTS_PROCESSED, service)
+        self._durations = Children(EVENT_DURATION, service)
+        self._lags = Children(CONSUMER_LAG, service)
         self._committed_at = time.monotonic()
         self._lag_measured_at = -math.inf
-        self._lag_gauges: dict[TopicPartition, Gauge] = {}
         self.processed = 0
         self.dead_lettered = 0
 
@@ -283,11 +289,7 @@ class EventConsumer:
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
-            gauge = self._lag_gauges.get(tp)
-            if gauge is None:
-                service = self._settings.service_name
-                gauge = CONSUMER_LAG.labels(service, tp.topic, str(tp.partition))
-                self._lag_gauges[tp] = gauge
+            gauge = self._lags(tp.topic, str(tp.partition))
             # Both figures are the consumer's own (no broker request): the watermark comes
             # with every fetch response, the position is where this consumer stands.
             gauge.set(max(0, highwater - await consumer.position(tp)))
@@ -350,7 +352,7 @@ class EventConsumer:
             for event, handled in zip(events, ran, strict=True):
                 kind = event.delivery.envelope.type
                 self._count(kind, "handled" if handled else "duplicate")
-                self._duration(kind).observe(elapsed)
+                self._durations(kind).observe(elapsed)
             self.processed += len(events)
             return
 
@@ -422,19 +424,7 @@ class EventConsumer:
         )
 
     def _count(self, event_type: str, outcome: str) -> None:
-        # Children are cached: labels() costs a lock and a dict lookup per call.
-        child = self._counters.get((event_type, outcome))
-        if child is None:
-            child = EVENTS_PROCESSED.labels(self._settings.service_name, event_type, outcome)
-            self._counters[(event_type, outcome)] = child
-        child.inc()
-
-    def _duration(self, event_type: str) -> Histogram:
-        child = self._durations.get(event_type)
-        if child is None:
-            child = EVENT_DURATION.labels(self._settings.service_name, event_type)
-            self._durations[event_type] = child
-        return child
+        self._outcomes(event_type, outcome).inc()
 
     async def _dead_letter(self, record: Any, error: BaseException) -> None:
         headers = [

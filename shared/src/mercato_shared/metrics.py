@@ -6,7 +6,7 @@ Labels name the service (``order``), so one Prometheus scrape config covers ever
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
@@ -16,6 +16,29 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mercato_shared.resilience import BreakerState, CircuitBreaker
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class Children(Generic[M]):
+    """A metric's labelled children, each made once and kept.
+
+    ``labels()`` takes a lock and a lookup on every call, which a per-event path would pay
+    for every event.
+    """
+
+    def __init__(self, metric: M, *fixed: str) -> None:
+        self._metric: M = metric
+        self._fixed = fixed
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        """The child for the fixed label values followed by ``values``."""
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*self._fixed, *values)
+        return child
+
 
 HTTP_REQUESTS = Counter(
     "mercato_http_requests",
