@@ -16,6 +16,7 @@ from mercato_shared.settings import ServiceSettings
 from order_service.models import inbox
 from tests.infra import KAFKA, eventually, random_prefix
 from tests.kafka_tools import read_topic
+from tests.shared.consumers import consumer_for, run_until
 
 
 class Recorder:
@@ -58,29 +59,6 @@ async def _publish(producer, topic, value: bytes, key=b"k"):
     await producer.send_and_wait(topic, value=value, key=key)
 
 
-def _consumer(settings, sessions, producer, handler):
-    async def dead_letters():
-        return producer
-
-    return EventConsumer(
-        settings=settings,
-        topics=[settings.topic("orders")],
-        handlers={"order.created": handler},
-        sessions=sessions,
-        inbox_table=inbox,
-        dead_letters=dead_letters,
-    )
-
-
-async def _run_until(consumer, condition, within=30):
-    task = asyncio.create_task(consumer.run())
-    try:
-        await eventually(condition, within=within)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
 async def _inbox_count(sessions):
     async with transaction(sessions) as session:
         return await session.scalar(select(func.count()).select_from(inbox))
@@ -92,12 +70,12 @@ async def test_redelivered_event_is_handled_once(env):
     for envelope in (first, first, second):
         await _publish(producer, settings.topic("orders"), envelope.model_dump_json().encode())
     handler = Recorder()
-    consumer = _consumer(settings, sessions, producer, handler)
+    consumer = consumer_for(settings, sessions, producer, handler)
 
     async def all_consumed():
         return consumer.processed == 3
 
-    await _run_until(consumer, all_consumed)
+    await run_until(consumer, all_consumed)
     assert handler.seen == [first.id, second.id]
     assert await _inbox_count(sessions) == 2
 
@@ -109,12 +87,12 @@ async def test_failing_and_malformed_events_go_to_the_dead_letter_topic(env):
     await _publish(producer, settings.topic("orders"), bad.model_dump_json().encode())
     await _publish(producer, settings.topic("orders"), good.model_dump_json().encode())
     handler = Recorder(fail_on={bad.id})
-    consumer = _consumer(settings, sessions, producer, handler)
+    consumer = consumer_for(settings, sessions, producer, handler)
 
     async def good_handled():
         return handler.seen == [good.id]
 
-    await _run_until(consumer, good_handled)
+    await run_until(consumer, good_handled)
     assert consumer.dead_lettered == 2
     letters = await read_topic(settings.dead_letter_topic, 2)
     headers = [dict(letter.headers) for letter in letters]
@@ -132,7 +110,7 @@ async def test_offsets_are_committed_after_processing(env):
     for _ in range(3):
         await _publish(producer, settings.topic("orders"), _envelope().model_dump_json().encode())
     handler = Recorder()
-    consumer = _consumer(settings, sessions, producer, handler)
+    consumer = consumer_for(settings, sessions, producer, handler)
 
     async def committed():
         admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
@@ -144,14 +122,14 @@ async def test_offsets_are_committed_after_processing(env):
         meta = offsets.get(TopicPartition(settings.topic("orders"), 0))
         return meta is not None and meta.offset == 3
 
-    await _run_until(consumer, committed)
+    await run_until(consumer, committed)
     assert len(handler.seen) == 3
 
 
 async def test_consumer_waits_out_an_unreachable_broker(env, caplog):
     settings, sessions, producer = env
     offline = settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
-    consumer = _consumer(offline, sessions, producer, Recorder())
+    consumer = consumer_for(offline, sessions, producer, Recorder())
     task = asyncio.create_task(consumer.run())
 
     async def retried_twice():
@@ -170,20 +148,12 @@ async def test_handled_offsets_are_committed_when_the_consumer_stops(env):
     for _ in range(3):
         await _publish(producer, settings.topic("orders"), _envelope().model_dump_json().encode())
     handler = Recorder()
-    consumer = EventConsumer(
-        settings=settings,
-        topics=[settings.topic("orders")],
-        handlers={"order.created": handler},
-        sessions=sessions,
-        inbox_table=inbox,
-        dead_letters=lambda: asyncio.sleep(0, producer),
-        commit_interval=3600,
-    )
+    consumer = consumer_for(settings, sessions, producer, handler, commit_interval=3600)
 
     async def all_handled():
         return consumer.processed == 3
 
-    await _run_until(consumer, all_handled)
+    await run_until(consumer, all_handled)
     admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
     await admin.start()
     try:
@@ -223,5 +193,5 @@ async def test_partitions_are_handled_side_by_side(env):
     async def both_handled():
         return consumer.processed == 2
 
-    await _run_until(consumer, both_handled)
+    await run_until(consumer, both_handled)
     assert overlapped == [True]

@@ -7,15 +7,16 @@ import uuid
 import pytest
 from sqlalchemy import func, select, text
 
-from mercato_shared.consumer import EventConsumer, is_transient
+from mercato_shared.consumer import is_transient
 from mercato_shared.db import create_engine, create_sessionmaker, serial, transaction
 from mercato_shared.events import Envelope, OrderCreated
 from mercato_shared.kafka import create_producer, ensure_topics
 from mercato_shared.outbox import add_event
 from mercato_shared.settings import ServiceSettings
 from order_service.models import inbox, outbox
-from tests.infra import KAFKA, eventually, random_prefix
+from tests.infra import KAFKA, random_prefix
 from tests.kafka_tools import read_topic
+from tests.shared.consumers import consumer_for, run_until
 
 BATCH = 50
 
@@ -66,29 +67,6 @@ class Effects:
         return sum(1 for run, _ in self.runs if run == event_id)
 
 
-def _consumer(settings, sessions, producer, handler):
-    async def dead_letters():
-        return producer
-
-    return EventConsumer(
-        settings=settings,
-        topics=[settings.topic("orders")],
-        handlers={"order.created": handler},
-        sessions=sessions,
-        inbox_table=inbox,
-        dead_letters=dead_letters,
-    )
-
-
-async def _consume(consumer, condition, within=60):
-    task = asyncio.create_task(consumer.run())
-    try:
-        await eventually(condition, within=within)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
 async def _publish_all(settings, producer, envelopes):
     """Sent before the consumer starts, so that one fetch returns them together."""
     for envelope in envelopes:
@@ -124,12 +102,12 @@ async def test_a_poison_event_in_a_batch_is_dead_lettered_alone(env):
     poison = envelopes[BATCH // 2 + 3]
     await _publish_all(settings, producer, envelopes)
     handler = Effects(poison={poison.id})
-    consumer = _consumer(settings, sessions, producer, handler)
+    consumer = consumer_for(settings, sessions, producer, handler)
 
     async def all_done():
         return consumer.processed == BATCH - 1 and consumer.dead_lettered == 1
 
-    await _consume(consumer, all_done)
+    await run_until(consumer, all_done, within=60)
     good = [e for e in envelopes if e is not poison]
     effects = await _effects_per_order(sessions)
     # Each neighbour's effect committed exactly once; the poison's never.
@@ -149,24 +127,24 @@ async def test_the_same_batch_delivered_twice_changes_nothing(env):
     envelopes = [_envelope() for _ in range(20)]
     await _publish_all(settings, producer, envelopes)
     first = Effects()
-    consumer = _consumer(settings, sessions, producer, first)
+    consumer = consumer_for(settings, sessions, producer, first)
 
     async def all_done():
         return consumer.processed == len(envelopes)
 
-    await _consume(consumer, all_done)
+    await run_until(consumer, all_done, within=60)
     before = await _effects_per_order(sessions)
     assert before == {e.order_id: 1 for e in envelopes}
 
     # Another group reads the topic from its start: every record comes again, in one batch.
     rewound = settings.model_copy(update={"service_name": "batch-test-rewound"})
     again = Effects()
-    replay = _consumer(rewound, sessions, producer, again)
+    replay = consumer_for(rewound, sessions, producer, again)
 
     async def replayed():
         return replay.processed == len(envelopes)
 
-    await _consume(replay, replayed)
+    await run_until(replay, replayed, within=60)
     assert again.runs == []
     assert await _effects_per_order(sessions) == before
 
@@ -178,12 +156,12 @@ async def test_events_of_one_order_in_a_batch_are_applied_in_offset_order(env):
     others = [_envelope() for _ in range(10)]
     await _publish_all(settings, producer, [*others[:5], earlier, *others[5:], later])
     handler = Effects()
-    consumer = _consumer(settings, sessions, producer, handler)
+    consumer = consumer_for(settings, sessions, producer, handler)
 
     async def all_done():
         return consumer.processed == 12
 
-    await _consume(consumer, all_done)
+    await run_until(consumer, all_done, within=60)
     order = [event_id for event_id, _ in handler.runs if event_id in (earlier.id, later.id)]
     assert order == [earlier.id, later.id]
     # The later event saw the earlier one's effect: one transaction, applied in order.
@@ -199,12 +177,12 @@ async def test_a_record_repeated_inside_one_batch_is_applied_once(env):
     repeated, other = _envelope(), _envelope()
     await _publish_all(settings, producer, [repeated, other, repeated])
     handler = Effects()
-    consumer = _consumer(settings, sessions, producer, handler)
+    consumer = consumer_for(settings, sessions, producer, handler)
 
     async def all_done():
         return consumer.processed == 3
 
-    await _consume(consumer, all_done)
+    await run_until(consumer, all_done, within=60)
     assert handler.attempts(repeated.id) == 1
     assert await _effects_per_order(sessions) == {repeated.order_id: 1, other.order_id: 1}
 
@@ -219,12 +197,12 @@ async def test_events_without_a_handler_are_skipped_by_their_header(env):
     )
     await _publish_all(settings, producer, [handled])
     handler = Effects()
-    consumer = _consumer(settings, sessions, producer, handler)
+    consumer = consumer_for(settings, sessions, producer, handler)
 
     async def handled_one():
         return consumer.processed == 1
 
-    await _consume(consumer, handled_one)
+    await run_until(consumer, handled_one, within=60)
     assert consumer.dead_lettered == 0
     assert [event_id for event_id, _ in handler.runs] == [handled.id]
 
@@ -255,20 +233,12 @@ async def test_with_concurrency_orders_wait_together_and_each_order_in_order(env
             await asyncio.sleep(0.05)
         timeline.append(("end", envelope.id))
 
-    consumer = EventConsumer(
-        settings=settings,
-        topics=[settings.topic("orders")],
-        handlers={"order.created": handler},
-        sessions=sessions,
-        inbox_table=inbox,
-        dead_letters=lambda: asyncio.sleep(0, producer),
-        concurrency=6,
-    )
+    consumer = consumer_for(settings, sessions, producer, handler, concurrency=6)
 
     async def all_done():
         return consumer.processed == 6
 
-    await _consume(consumer, all_done)
+    await run_until(consumer, all_done, within=60)
     assert all_waiting.is_set()
     # One order's two events never overlapped, and kept their offset order.
     assert timeline.index(("start", second.id)) > timeline.index(("end", first.id))
@@ -299,12 +269,12 @@ async def test_lock_batch_runs_first_with_the_new_events_only(env):
     settings, sessions, producer = env
     seen, fresh = _envelope(), _envelope()
     await _publish_all(settings, producer, [seen])
-    first = _consumer(settings, sessions, producer, Effects())
+    first = consumer_for(settings, sessions, producer, Effects())
 
     async def one_done():
         return first.processed == 1
 
-    await _consume(first, one_done)
+    await run_until(first, one_done, within=60)
     rewound = settings.model_copy(update={"service_name": "batch-test-locked"})
     await _publish_all(settings, producer, [fresh])
     calls: list[tuple[str, list[uuid.UUID]]] = []
@@ -315,19 +285,11 @@ async def test_lock_batch_runs_first_with_the_new_events_only(env):
     async def handler(session, envelope):
         calls.append(("step", [envelope.id]))
 
-    consumer = EventConsumer(
-        settings=rewound,
-        topics=[settings.topic("orders")],
-        handlers={"order.created": handler},
-        sessions=sessions,
-        inbox_table=inbox,
-        dead_letters=lambda: asyncio.sleep(0, producer),
-        lock_batch=lock_batch,
-    )
+    consumer = consumer_for(rewound, sessions, producer, handler, lock_batch=lock_batch)
 
     async def both_read():
         return consumer.processed == 2
 
-    await _consume(consumer, both_read)
+    await run_until(consumer, both_read, within=60)
     # The redelivered event is neither locked for nor stepped; the new one, lock first.
     assert calls == [("lock", [fresh.id]), ("step", [fresh.id])]
