@@ -65,17 +65,26 @@ def _demo(system, dev_secret):
     )
 
 
-async def test_each_worker_killed_mid_run_and_restarted(system, dev_secret):
+async def _kill_each_mid_run(system, dev_secret, services, *, every, moment=None):
+    """During a demo, SIGKILL each service's worker after ``every`` more orders (and, if
+    given, once ``moment(system, service)`` returns), restart it; then the run ends green."""
     start = await _count_orders(system)
     demo = _demo(system, dev_secret)
-    for service in ("order", "inventory", "payment", "notification"):
-        await _orders_placed(system, start + 40)
+    for service in services:
+        await _orders_placed(system, start + every)
+        if moment is not None:
+            await moment(system, service)
         system.kill(f"{service}-worker")
         await system.restart(f"{service}-worker")
-        start += 40
+        start += every
     outcomes = await demo
     assert len(outcomes) == ORDERS
     await _green(system)
+
+
+async def test_each_worker_killed_mid_run_and_restarted(system, dev_secret):
+    services = ("order", "inventory", "payment", "notification")
+    await _kill_each_mid_run(system, dev_secret, services, every=40)
 
 
 async def _inside_a_transaction(system, service):
@@ -102,17 +111,8 @@ async def _inside_a_transaction(system, service):
 
 
 async def test_workers_killed_inside_a_batch_transaction(system, dev_secret):
-    start = await _count_orders(system)
-    demo = _demo(system, dev_secret)
-    for service in ("inventory", "payment", "order"):
-        await _orders_placed(system, start + 30)
-        await _inside_a_transaction(system, service)
-        system.kill(f"{service}-worker")
-        await system.restart(f"{service}-worker")
-        start += 30
-    outcomes = await demo
-    assert len(outcomes) == ORDERS
-    await _green(system)
+    services = ("inventory", "payment", "order")
+    await _kill_each_mid_run(system, dev_secret, services, every=30, moment=_inside_a_transaction)
 
 
 async def test_kafka_stopped_for_20_seconds(system, dev_secret):
