@@ -1,10 +1,36 @@
 """Building and running an EventConsumer in the consumer tests."""
 
 import asyncio
+import contextlib
 
 from mercato_shared.consumer import EventConsumer
+from mercato_shared.db import create_engine, create_sessionmaker
+from mercato_shared.kafka import create_producer, ensure_topics
+from mercato_shared.settings import ServiceSettings
 from order_service.models import inbox
-from tests.infra import eventually
+from tests.infra import KAFKA, eventually, random_prefix
+
+
+@contextlib.asynccontextmanager
+async def consumer_env(database_url, *, service_name, max_attempts):
+    """(settings, sessions, producer) on topics of their own: an orders topic and its DLQ."""
+    settings = ServiceSettings(
+        service_name=service_name,
+        database_url=database_url,
+        kafka_bootstrap_servers=KAFKA,
+        kafka_prefix=random_prefix(),
+        consumer_max_attempts=max_attempts,
+        consumer_retry_backoff_seconds=0.01,
+    )
+    await ensure_topics(KAFKA, [settings.topic("orders"), settings.dead_letter_topic], partitions=1)
+    engine = create_engine(settings)
+    producer = create_producer(settings)
+    await producer.start()
+    try:
+        yield settings, create_sessionmaker(engine), producer
+    finally:
+        await producer.stop()
+        await engine.dispose()
 
 
 def consumer_for(settings, sessions, producer, handler, **options):

@@ -9,14 +9,13 @@ from aiokafka.structs import TopicPartition
 from sqlalchemy import func, select
 
 from mercato_shared.consumer import EventConsumer
-from mercato_shared.db import create_engine, create_sessionmaker, transaction
+from mercato_shared.db import transaction
 from mercato_shared.events import Envelope, OrderCreated
-from mercato_shared.kafka import create_producer, ensure_topics
-from mercato_shared.settings import ServiceSettings
+from mercato_shared.kafka import ensure_topics
 from order_service.models import inbox
-from tests.infra import KAFKA, eventually, random_prefix
+from tests.infra import KAFKA, eventually
 from tests.kafka_tools import read_topic
-from tests.shared.consumers import consumer_for, run_until
+from tests.shared.consumers import consumer_env, consumer_for, run_until
 
 
 class Recorder:
@@ -34,21 +33,8 @@ class Recorder:
 
 @pytest.fixture
 async def env(order_db):
-    settings = ServiceSettings(
-        service_name="consumer-test",
-        database_url=order_db,
-        kafka_bootstrap_servers=KAFKA,
-        kafka_prefix=random_prefix(),
-        consumer_max_attempts=2,
-        consumer_retry_backoff_seconds=0.01,
-    )
-    await ensure_topics(KAFKA, [settings.topic("orders"), settings.dead_letter_topic], partitions=1)
-    engine = create_engine(settings)
-    producer = create_producer(settings)
-    await producer.start()
-    yield settings, create_sessionmaker(engine), producer
-    await producer.stop()
-    await engine.dispose()
+    async with consumer_env(order_db, service_name="consumer-test", max_attempts=2) as env:
+        yield env
 
 
 def _envelope():

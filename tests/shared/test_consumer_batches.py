@@ -8,36 +8,20 @@ import pytest
 from sqlalchemy import func, select, text
 
 from mercato_shared.consumer import is_transient
-from mercato_shared.db import create_engine, create_sessionmaker, serial, transaction
+from mercato_shared.db import serial, transaction
 from mercato_shared.events import Envelope, OrderCreated
-from mercato_shared.kafka import create_producer, ensure_topics
 from mercato_shared.outbox import add_event
-from mercato_shared.settings import ServiceSettings
 from order_service.models import inbox, outbox
-from tests.infra import KAFKA, random_prefix
 from tests.kafka_tools import read_topic
-from tests.shared.consumers import consumer_for, run_until
+from tests.shared.consumers import consumer_env, consumer_for, run_until
 
 BATCH = 50
 
 
 @pytest.fixture
 async def env(order_db):
-    settings = ServiceSettings(
-        service_name="batch-test",
-        database_url=order_db,
-        kafka_bootstrap_servers=KAFKA,
-        kafka_prefix=random_prefix(),
-        consumer_max_attempts=3,
-        consumer_retry_backoff_seconds=0.01,
-    )
-    await ensure_topics(KAFKA, [settings.topic("orders"), settings.dead_letter_topic], partitions=1)
-    engine = create_engine(settings)
-    producer = create_producer(settings)
-    await producer.start()
-    yield settings, create_sessionmaker(engine), producer
-    await producer.stop()
-    await engine.dispose()
+    async with consumer_env(order_db, service_name="batch-test", max_attempts=3) as env:
+        yield env
 
 
 class Effects:
