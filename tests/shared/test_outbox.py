@@ -116,6 +116,35 @@ async def test_two_relays_deliver_every_row_once_and_in_order(env):
     assert _ids_by_key(records) == written
 
 
+async def test_when_the_leading_relay_loses_its_connection_the_other_takes_over(env, order_db):
+    settings, engine, sessions = env
+    relays = [_relay(settings, engine, batch_size=5, poll_interval=0.05) for _ in range(2)]
+    tasks = [asyncio.create_task(relay.run()) for relay in relays]
+    try:
+        orders = [uuid.uuid4() for _ in range(3)]
+        written = defaultdict(list)
+        for i in range(15):
+            written[str(orders[i % 3])].append(await _write(sessions, settings, orders[i % 3]))
+        await eventually(lambda: _is_empty(sessions), within=30)
+        leader = next(relay for relay in relays if relay._leading)
+        # The server ends the leader's session, as a restart or a network cut would.
+        async with engine.connect() as conn:
+            await conn.execute(select(func.pg_terminate_backend(leader._conn.get_server_pid())))
+        for i in range(15):
+            written[str(orders[i % 3])].append(await _write(sessions, settings, orders[i % 3]))
+        await eventually(lambda: _is_empty(sessions), within=30)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    published = sum(relay.published for relay in relays)
+    assert published >= 30
+    records = await read_topic(settings.topic("orders"), published)
+    # At least once, in write order per order: a repeat is of an event already delivered.
+    delivered = {key: list(dict.fromkeys(ids)) for key, ids in _ids_by_key(records).items()}
+    assert delivered == written
+
+
 async def _is_empty(sessions):
     return await _outbox_size(sessions) == 0
 
@@ -136,7 +165,7 @@ async def test_relay_is_woken_by_notify_not_by_its_poll(env):
 
 
 async def _listening(relay):
-    return relay._listener is not None
+    return relay._conn is not None
 
 
 async def _published(relay):
