@@ -6,6 +6,7 @@ from email.policy import default as default_policy
 
 import httpx
 import pytest
+from aiosmtplib.email import flatten_message
 
 from mercato_ops.mailcatcher import MailCatcher
 from mercato_shared.consumer import is_transient
@@ -21,8 +22,9 @@ from mercato_shared.identity import Identity, Role
 from notification_service import repository, service
 from notification_service.handlers import build_handlers
 from notification_service.mailer import MailRejectedError, MailUnavailableError, SmtpMailer
+from notification_service.saga import compose
 from notification_service.settings import NotificationSettings
-from notification_service.templates import CANCEL_REASONS
+from notification_service.templates import CANCEL_REASONS, Text
 from tests.notification_service.support import ScriptedServer
 
 ADMIN = Identity(subject="root", roles=frozenset({Role.ADMIN}))
@@ -216,3 +218,18 @@ async def test_refusals_are_sorted_into_retry_and_give_up(
             await handle(envelope)
     assert is_transient(failure.value) is transient
     assert await stored(sessions, envelope.order_id) is None
+
+
+def test_a_mail_keeps_any_text_and_reads_as_written_when_it_is_ascii():
+    def sent(text):
+        message = compose(
+            sender="shop@example.test", recipient="a@example.test", text=text, message_id="<m@x>"
+        )
+        return flatten_message(message)
+
+    plain = Text(subject="Order confirmed", body="Total: 12.00 EUR\n")
+    assert b"\n\nTotal: 12.00 EUR\n" in sent(plain).replace(b"\r\n", b"\n")
+    accented = Text(subject="Commande confirmée", body="Total : 12,00 € = payé\n" + "x" * 120)
+    parsed = message_from_bytes(sent(accented), policy=default_policy)
+    assert (parsed["Subject"], parsed["Message-ID"]) == (accented.subject, "<m@x>")
+    assert parsed.get_content().rstrip("\n") == accented.body

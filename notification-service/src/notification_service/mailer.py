@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from email.message import EmailMessage
+from email.message import Message
 from typing import Protocol
 
 import aiosmtplib
@@ -38,7 +38,7 @@ class MailRejectedError(Exception):
 
 
 class Mailer(Protocol):
-    async def send(self, message: EmailMessage) -> None: ...
+    async def send(self, message: Message) -> None: ...
 
 
 def _is_permanent(exc: aiosmtplib.SMTPException) -> bool:
@@ -79,7 +79,7 @@ class SmtpMailer:
         self._last_used = 0.0
         self._lock = asyncio.Lock()
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
         """Deliver ``message`` or raise MailUnavailableError / MailRejectedError."""
         async with self._lock:
             try:
@@ -102,7 +102,7 @@ class SmtpMailer:
                 await smtp.quit(timeout=QUIT_SECONDS)
             smtp.close()
 
-    async def _deliver(self, message: EmailMessage) -> None:
+    async def _deliver(self, message: Message) -> None:
         smtp = self._smtp
         if smtp is not None and not self._reusable(smtp):
             self._disconnect()
@@ -123,7 +123,7 @@ class SmtpMailer:
         idle = time.monotonic() - self._last_used
         return smtp.is_connected and idle < self._settings.smtp_idle_seconds
 
-    async def _transaction(self, smtp: aiosmtplib.SMTP, message: EmailMessage) -> None:
+    async def _transaction(self, smtp: aiosmtplib.SMTP, message: Message) -> None:
         try:
             await smtp.send_message(message)
         except BaseException:

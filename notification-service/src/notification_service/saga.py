@@ -10,7 +10,10 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import Message
+from email.mime.text import MIMEText
 from email.utils import format_datetime
 from typing import TypeVar
 
@@ -24,6 +27,10 @@ from notification_service.settings import NotificationSettings
 from notification_service.templates import Text
 
 log = logging.getLogger(__name__)
+
+# Quoted-printable UTF-8: any text fits, and an ASCII body reads as written in the raw mail.
+BODY_CHARSET = Charset("utf-8")
+BODY_CHARSET.body_encoding = QP
 
 # The terminal events that are mailed: both carry the customer and the order's address.
 Outcome = TypeVar("Outcome", OrderConfirmed, OrderCancelled)
@@ -76,17 +83,29 @@ async def notify_outcome(
     if notification_id is None:
         log.info("order already notified", extra={"order_id": str(order_id)})
         return False
-    message = EmailMessage()
-    message["From"] = settings.mail_from
-    message["To"] = recipient
-    message["Subject"] = text.subject
-    message["Message-ID"] = message_id
-    message["Date"] = format_datetime(datetime.now(UTC))
-    message.set_content(text.body)
+    message = compose(
+        sender=settings.mail_from, recipient=recipient, text=text, message_id=message_id
+    )
     await mailer.send(message)
     await repository.mark_sent(session, notification_id, at=datetime.now(UTC))
     log.info("notification sent", extra={"order_id": str(order_id), "kind": kind})
     return True
+
+
+def compose(*, sender: str, recipient: str, text: Text, message_id: str) -> Message:
+    """The mail of one notification, plain text.
+
+    Built with the email package's compat32 classes: the default policy's header objects cost
+    about 1.4 ms of CPU per mail here against 0.1 ms, for headers that are ours and simple.
+    """
+    message = MIMEText(text.body, "plain", BODY_CHARSET)  # type: ignore[arg-type]
+    message["From"] = sender
+    message["To"] = recipient
+    subject = text.subject
+    message["Subject"] = subject if subject.isascii() else Header(subject, "utf-8").encode()
+    message["Message-ID"] = message_id
+    message["Date"] = format_datetime(datetime.now(UTC))
+    return message
 
 
 class NotificationSaga:
