@@ -30,8 +30,12 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
     """Build the process's engine; its pool replaces connections a Postgres restart broke."""
     engine = create_async_engine(
         settings.database_url.get_secret_value(),
+        # A fixed pool: past its size a checkout waits for a connection rather than opening
+        # one. Overflow connections are closed when checked in, so under load each burst
+        # paid a new connection's authentication and asyncpg's type introspection, on both
+        # sides, for a handful of statements.
         pool_size=settings.database_pool_size,
-        max_overflow=settings.database_pool_size,
+        max_overflow=0,
         pool_recycle=1800,
         # The connection checked in last goes out first: under load the few in use stay
         # within the ping window, where a queue would rotate through the whole pool.
