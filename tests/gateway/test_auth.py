@@ -7,12 +7,14 @@ import hmac
 import json
 import time
 
+import aiohttp
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gateway.app import create_app
-from gateway.auth import AuthenticationError, Authenticator
+from gateway.auth import AuthenticationError, Authenticator, authenticator
+from gateway.ratelimit import RatePolicy
 from gateway.settings import IssuerConfig, RouteConfig
 from tests.apps import assert_problem, client_for
 from tests.gateway.support import (
@@ -243,3 +245,89 @@ async def test_verified_cache_off_verifies_every_time():
     assert not authenticator._verified
     with pytest.raises(AuthenticationError):
         await authenticator.authenticate(token[:-2] + "xx")
+
+
+def _counting(monkeypatch, authenticator):
+    calls = []
+    original = authenticator._verify
+
+    async def counting(token):
+        calls.append(token)
+        return await original(token)
+
+    monkeypatch.setattr(authenticator, "_verify", counting)
+    return calls
+
+
+async def test_verified_cache_is_on_by_default_and_evicts_the_least_recently_used(monkeypatch):
+    monkeypatch.setattr(authenticator, "VERIFIED_CACHE_ENTRIES", 2)
+    secret = "s" * 32
+    config = IssuerConfig(
+        issuer=ISSUER, audiences=[AUDIENCE], algorithms=["HS256"], hs256_secret=secret
+    )
+    assert config.verified_cache_seconds > 0
+    auth = Authenticator([config], lambda: None)  # type: ignore[arg-type,return-value]
+    verified = _counting(monkeypatch, auth)
+    a, b, c = (jwt.encode(claims(sub=name), secret, algorithm="HS256") for name in "abc")
+    for token in (a, b, a, c, a, b):
+        await auth.authenticate(token)
+    # a was used after b, so c's arrival evicted b, which is verified again at the end.
+    assert verified == [a, b, c, b]
+
+
+async def test_every_hit_checks_the_token_times_again(monkeypatch):
+    clock = _Clock()
+    auth, secret = _verified_cache_authenticator(clock, 30)
+    verified = _counting(monkeypatch, auth)
+    token = jwt.encode(claims(nbf=int(clock.now)), secret, algorithm="HS256")
+    await auth.authenticate(token)
+    await auth.authenticate(token)
+    assert len(verified) == 1
+    clock.now -= 60  # a clock stepped back before the token's nbf (less the leeway)
+    await auth.authenticate(token)
+    assert len(verified) == 2
+
+
+async def test_a_key_withdrawn_from_the_jwks_is_not_honoured_from_the_cache(servers):
+    _, jwks = servers
+    config = IssuerConfig(
+        issuer=ISSUER, audiences=[AUDIENCE], algorithms=["RS256"], jwks_url=jwks.url
+    )
+    async with aiohttp.ClientSession() as session:
+        auth = Authenticator([config], lambda: session)
+        token = _rs256(jwks, claims())
+        assert (await auth.authenticate(token)).subject == "alice"
+        assert (await auth.authenticate(token)).subject == "alice"
+        assert (jwks.hits, len(auth._verified)) == (1, 1)
+        # The issuer rotates the key out; the gateway's next fetch of the key set sees it.
+        jwks.document = lambda: {"keys": []}  # type: ignore[method-assign]
+        key_set = auth._issuers[ISSUER].jwks
+        assert key_set is not None
+        await key_set._refresh()
+        with pytest.raises(AuthenticationError, match="unknown key id"):
+            await auth.authenticate(token)
+
+
+async def test_a_flood_of_bad_tokens_is_limited_by_client_ip(
+    servers, keys, dev_secret, dev_token, stack
+):
+    upstream, _ = servers
+    settings = settings_for(
+        keys=keys,
+        secret_file=dev_secret,
+        routes=[RouteConfig(prefix=ORDERS, upstreams=[upstream.url])],
+        rate_limits=[
+            RatePolicy(name="user", quota=100, window_seconds=60),
+            RatePolicy(name="anonymous", quota=3, window_seconds=60),
+        ],
+    )
+    async with client_for(create_app(settings)) as client:
+        forged = {"Authorization": "Bearer not.a.jwt"}
+        statuses = [(await client.get(ORDERS, headers=forged)).status_code for _ in range(5)]
+        assert statuses == [401, 401, 401, 429, 429]
+        refused = assert_problem(await client.get(ORDERS, headers=forged), 429)
+        assert refused["type"] == "urn:mercato:problem:rate-limited"
+        # A caller with a good token has a limit of its own.
+        good = {"Authorization": f"Bearer {dev_token()}"}
+        assert (await client.get(ORDERS, headers=good)).status_code == 200
+    assert len(upstream.requests) == 1

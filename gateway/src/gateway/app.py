@@ -226,7 +226,16 @@ class Gateway:
         ):
             await send_problem(send, 401, "tokens are accepted in the Authorization header only")
             return
-        identity = await self._authenticate(scope, send)
+        ip = client_ip(
+            scope["client"][0] if scope.get("client") else None,
+            [
+                value.decode("latin-1")
+                for name, value in scope["headers"]
+                if name == b"x-forwarded-for"
+            ],
+            self.trusted_proxies,
+        )
+        identity = await self._authenticate(scope, send, upstream, ip)
         if identity is None:
             return
         method, path = scope["method"], scope["path"]
@@ -239,15 +248,6 @@ class Gateway:
             extra = [(b"www-authenticate", b"Bearer")] if status == 401 else None
             await send_problem(send, status, detail, headers=extra)
             return
-        ip = client_ip(
-            scope["client"][0] if scope.get("client") else None,
-            [
-                value.decode("latin-1")
-                for name, value in scope["headers"]
-                if name == b"x-forwarded-for"
-            ],
-            self.trusted_proxies,
-        )
         limit_headers = await self._rate_limit(send, upstream, identity, ip)
         if limit_headers is None:
             return
@@ -298,8 +298,14 @@ class Gateway:
             return None
         return limit_headers
 
-    async def _authenticate(self, scope: Scope, send: Send) -> Identity | None:
-        """The caller's identity, ANONYMOUS without a token, or None once a 401/503 is sent."""
+    async def _authenticate(
+        self, scope: Scope, send: Send, upstream: Upstream, ip: str
+    ) -> Identity | None:
+        """The caller's identity, ANONYMOUS without a token, or None once a 401/429/503 is sent.
+
+        A bad token counts against its client IP's anonymous limit before it is refused: a
+        flood of forged tokens is limited like anonymous traffic, not answered for free.
+        """
         authorization = header(scope, b"authorization")
         if authorization is None or not authorization.strip():
             return ANONYMOUS
@@ -310,6 +316,9 @@ class Gateway:
                 raise AuthenticationError("expected 'Authorization: Bearer <token>'")
             return await self._authenticator.authenticate(token.strip())
         except AuthenticationError as exc:
+            limit_headers = await self._rate_limit(send, upstream, ANONYMOUS, ip)
+            if limit_headers is None:
+                return None
             # A bad token is refused even on public routes: silently downgrading it to
             # anonymous would hide a client's broken login.
             await send_problem(
@@ -317,7 +326,7 @@ class Gateway:
                 401,
                 f"invalid token: {exc}",
                 slug="invalid-token",
-                headers=[(b"www-authenticate", b'Bearer error="invalid_token"')],
+                headers=[(b"www-authenticate", b'Bearer error="invalid_token"'), *limit_headers],
             )
         except KeysUnavailableError as exc:
             log.error("cannot verify tokens: %s", exc)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -14,7 +17,7 @@ from gateway.settings import IssuerConfig
 from mercato_shared.identity import Identity, Role
 
 REQUIRED_CLAIMS = ["sub", "exp", "iss", "aud"]
-# Verified tokens kept at most, when an issuer enables the cache; the oldest go first.
+# Verified tokens kept at most; the least recently used go first.
 VERIFIED_CACHE_ENTRIES = 10_000
 
 
@@ -45,6 +48,11 @@ class _Issuer:
             else None
         )
 
+    @property
+    def key_generation(self) -> int:
+        """Changes whenever the issuer's keys are fetched again (constant for a shared secret)."""
+        return 0 if self.jwks is None else self.jwks.generation
+
     async def key_for(self, algorithm: str, kid: str | None) -> Any:
         if algorithm == "HS256":
             return self.secret
@@ -62,8 +70,26 @@ class _Issuer:
         return jwk.key
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A token's verification, reusable while its bounds hold."""
+
+    identity: Identity
+    issuer: _Issuer
+    not_before: float  # nbf less the leeway, or -inf
+    until: float  # the earlier of exp and the cache's maximum age
+    generation: int  # of the issuer's keys it was verified with
+
+
 class Authenticator:
-    """Maps a bearer token to an Identity, or raises AuthenticationError."""
+    """Maps a bearer token to an Identity, or raises AuthenticationError.
+
+    A verified token's identity is reused for up to its issuer's ``verified_cache_seconds``
+    (an LRU of the whole token, ``VERIFIED_CACHE_ENTRIES`` at most): a result depends only on
+    the token's bytes, the issuer's keys and the time. Every hit checks the times again, and
+    an entry verified with keys since fetched again is verified again, so a key withdrawn
+    from the JWKS stops being honoured at the next fetch, as without the cache.
+    """
 
     def __init__(
         self,
@@ -74,30 +100,43 @@ class Authenticator:
     ) -> None:
         self._issuers = {config.issuer: _Issuer(config, session) for config in issuers}
         self._clock = clock
-        # token -> (identity, reusable until): filled only for issuers that enable it.
-        self._verified: dict[str, tuple[Identity, float]] = {}
+        self._verified: OrderedDict[str, _Verified] = OrderedDict()
 
     async def authenticate(self, token: str) -> Identity:
         """Verify signature, algorithm, issuer, audience and times; return who is calling."""
         cached = self._verified.get(token)
         if cached is not None:
-            if self._clock() < cached[1]:
-                return cached[0]
+            now = self._clock()
+            if (
+                cached.not_before <= now < cached.until
+                and cached.generation == cached.issuer.key_generation
+            ):
+                self._verified.move_to_end(token)
+                return cached.identity
             del self._verified[token]
-        identity, issuer, expires = await self._verify(token)
+        # Taken before verifying: keys fetched again meanwhile make the entry stale at once,
+        # whichever keys the verification saw.
+        generations = {name: issuer.key_generation for name, issuer in self._issuers.items()}
+        identity, issuer, claims = await self._verify(token)
         ttl = issuer.config.verified_cache_seconds
         if ttl > 0:
-            # Safe to reuse: a result depends only on the token's bytes, the issuer's keys
-            # and the time. The time-dependent checks end at exp, which bounds the entry
-            # (nbf has passed already); keys are cached for jwks_cache_seconds anyway, which
-            # the setting may not exceed, so a withdrawn key is not honoured any longer than
-            # it would be without this cache.
-            if len(self._verified) >= VERIFIED_CACHE_ENTRIES:
-                del self._verified[next(iter(self._verified))]
-            self._verified[token] = (identity, min(expires, self._clock() + ttl))
+            nbf = claims.get("nbf")
+            self._verified[token] = _Verified(
+                identity=identity,
+                issuer=issuer,
+                not_before=(
+                    float(nbf) - issuer.config.leeway_seconds
+                    if isinstance(nbf, int | float)
+                    else -math.inf
+                ),
+                until=min(float(claims["exp"]), self._clock() + ttl),
+                generation=generations[issuer.config.issuer],
+            )
+            if len(self._verified) > VERIFIED_CACHE_ENTRIES:
+                self._verified.popitem(last=False)
         return identity
 
-    async def _verify(self, token: str) -> tuple[Identity, _Issuer, float]:
+    async def _verify(self, token: str) -> tuple[Identity, _Issuer, dict[str, Any]]:
         try:
             # One parse yields both the header and the claims that pick the issuer and key.
             parts = jwt.decode_complete(token, options={"verify_signature": False})
@@ -127,7 +166,7 @@ class Authenticator:
         identity = Identity(
             subject=str(claims["sub"]), roles=_roles(claims.get(issuer.config.roles_claim))
         )
-        return identity, issuer, float(claims["exp"])
+        return identity, issuer, claims
 
 
 def _roles(value: object) -> frozenset[Role]:

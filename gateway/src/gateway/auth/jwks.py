@@ -45,6 +45,8 @@ class JwksCache:
         self._fetched_at = float("-inf")
         self._inflight: asyncio.Task[dict[str | None, jwt.PyJWK]] | None = None
         self.fetches = 0
+        # Counts the key sets fetched: what was verified under an older one is verified again.
+        self.generation = 0
 
     async def get(self, kid: str | None) -> jwt.PyJWK | None:
         """The key named ``kid``, or None when the issuer has no such key."""
@@ -78,6 +80,7 @@ class JwksCache:
                 self._inflight = None
         self._keys = keys
         self._fetched_at = self._clock()
+        self.generation += 1
 
     async def _fetch(self) -> dict[str | None, jwt.PyJWK]:
         self.fetches += 1
