@@ -39,7 +39,6 @@ class Identity:
 
     subject: str
     roles: frozenset[Role]
-    request_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -101,7 +100,7 @@ class IdentityVerifier:
             roles = frozenset(Role(role) for role in claims.get("roles", []))
         except ValueError as exc:
             raise UnauthorizedError("identity token names an unknown role") from exc
-        identity = Identity(subject=str(claims["sub"]), roles=roles, request_id=claims.get("rid"))
+        identity = Identity(subject=str(claims["sub"]), roles=roles)
         # As long as PyJWT itself would accept it: exp plus the leeway.
         return identity, float(claims["exp"]) + LEEWAY_SECONDS
 
@@ -112,7 +111,6 @@ def issue_identity(
     subject: str,
     roles: frozenset[Role] | set[Role],
     issuer: str,
-    request_id: str | None = None,
     ttl_seconds: int = 30,
 ) -> str:
     """Sign an identity token (the gateway's side of the contract)."""
@@ -124,8 +122,6 @@ def issue_identity(
         "iat": now,
         "exp": now + min(ttl_seconds, MAX_TTL_SECONDS),
     }
-    if request_id:
-        claims["rid"] = request_id
     return jwt.encode(claims, private_key_pem, algorithm=ALGORITHM)
 
 
