@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from mercato_shared.identity import Identity, Role, issue_identity
-from mercato_shared.kafka import ensure_topics, ping_kafka
 from tests import infra
+from tests.kafka_tools import ensure_topics, ping_kafka
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import httpx
 import uvicorn
 from sqlalchemy import select
 
+from mercato_ops.check import ledger_entries
 from mercato_shared import inbox as inbox_records
 from mercato_shared.db import transaction
 from mercato_shared.events import (
@@ -86,6 +87,10 @@ class Sandbox:
         body: dict[str, Any] = response.json()
         return body
 
+    async def entries(self) -> dict[str, dict[str, Any]]:
+        """Every order's sums, as `mercato check` reads the ledger."""
+        return await ledger_entries(self.control)
+
     async def authorize_directly(self, order_id: uuid.UUID, amount: int = 2500) -> dict[str, Any]:
         """An authorization under the order's key, as a late retry of payment's would send it."""
         response = await self.control.post(
@@ -124,6 +129,14 @@ class Saga:
             payment = await session.get(Payment, order_id)
         assert payment is not None, f"no payment row for {order_id}"
         return payment
+
+    async def tamper(self, order_id: uuid.UUID, **changes: Any) -> None:
+        """Change the order's payment row behind the saga's back (for the invariant check)."""
+        async with transaction(self.sessions) as session:
+            payment = await session.get(Payment, order_id)
+            assert payment is not None, f"no payment row for {order_id}"
+            for name, value in changes.items():
+                setattr(payment, name, value)
 
     async def events(self, order_id: uuid.UUID) -> list[Envelope]:
         """The events the handlers wrote to the outbox for ``order_id``, oldest first."""

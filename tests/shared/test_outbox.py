@@ -10,12 +10,12 @@ from sqlalchemy import func, select
 
 from mercato_shared.db import create_engine, create_sessionmaker, transaction
 from mercato_shared.events import OrderCreated, OrderLine
-from mercato_shared.kafka import create_producer, ensure_topics
+from mercato_shared.kafka import create_producer
 from mercato_shared.outbox import OutboxRelay, add_event
 from mercato_shared.settings import ServiceSettings
 from order_service.models import outbox
 from tests.infra import KAFKA, eventually, random_prefix
-from tests.kafka_tools import read_topic
+from tests.kafka_tools import ensure_topics, read_topic
 
 
 @pytest.fixture

@@ -69,10 +69,3 @@ async def mark_sent(session: AsyncSession, notification_id: uuid.UUID, *, at: da
     await session.execute(
         update(Notification).where(Notification.id == notification_id).values(sent_at=at)
     )
-
-
-async def get_by_order(session: AsyncSession, order_id: uuid.UUID) -> Notification | None:
-    found: Notification | None = await session.scalar(
-        select(Notification).where(Notification.order_id == order_id)
-    )
-    return found
