@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import TopicPartition
 
 from mercato_shared.kafka import PARTITIONS
 from tests import infra
@@ -74,3 +75,18 @@ async def read_topic(topic: str, count: int, *, within: float = 30.0) -> list[Co
         await consumer.stop()
     assert len(records) >= count, f"read {len(records)} of {count} records from {topic}"
     return records
+
+
+async def end_offsets(
+    topics: Iterable[str], *, partitions: int = PARTITIONS
+) -> dict[TopicPartition, int]:
+    """The end offset of each of the topics' partitions: how many records each holds."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=infra.KAFKA)
+    await consumer.start()
+    try:
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(
+            [TopicPartition(topic, p) for topic in topics for p in range(partitions)]
+        )
+        return ends
+    finally:
+        await consumer.stop()
