@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from sqlalchemy import select
 from mercato_ops.check import ledger_entries
 from mercato_shared import inbox as inbox_records
 from mercato_shared.db import transaction
+from mercato_shared.embedded import EmbeddedServer
 from mercato_shared.events import (
     CancelReason,
     Envelope,
@@ -32,13 +31,6 @@ from payment_service.sandbox import SandboxClient
 from tests.infra import eventually, free_port
 
 
-class _Server(uvicorn.Server):
-    # pytest owns the signals; uvicorn must not install its own handlers.
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class Sandbox:
     """payment-sandbox served by uvicorn in this process, with a control client."""
 
@@ -46,7 +38,7 @@ class Sandbox:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.settings = SandboxSettings(port=self.port, database_path=database_path, seed=1)
-        self._server: _Server | None = None
+        self._server: EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.control = httpx.AsyncClient(base_url=self.url, timeout=10)
 
@@ -60,7 +52,7 @@ class Sandbox:
             # Requests hanging on purpose must not hold up the test's teardown.
             timeout_graceful_shutdown=1,
         )
-        self._server = _Server(config)
+        self._server = EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve())
 
         async def started() -> bool:
