@@ -11,14 +11,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol, TypeVar
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, Request
 
-from mercato_shared.problems import UnauthorizedError
+from mercato_shared.problems import NotFoundError, UnauthorizedError
 
 IDENTITY_HEADER = "X-Mercato-Identity"
 ALGORITHM = "ES256"
@@ -26,6 +26,16 @@ MAX_TTL_SECONDS = 60
 LEEWAY_SECONDS = 5
 # Verified tokens remembered per process; the oldest is forgotten first.
 VERIFIED_TOKENS = 4096
+
+
+class Owned(Protocol):
+    """An object that belongs to one customer (an order, a payment)."""
+
+    @property
+    def customer_id(self) -> str: ...
+
+
+OwnedT = TypeVar("OwnedT", bound=Owned)
 
 
 class Role(StrEnum):
@@ -47,6 +57,16 @@ class Identity:
     def may_read(self, owner: str) -> bool:
         """Owners read their own objects; admins read everyone's."""
         return self.is_admin or self.subject == owner
+
+    def readable(self, found: OwnedT | None, *, missing: str) -> OwnedT:
+        """``found`` if the caller may read it, else NotFoundError(``missing``).
+
+        Another customer's object is answered as missing (404, not 403), so that a caller
+        cannot even learn that it exists.
+        """
+        if found is None or not self.may_read(found.customer_id):
+            raise NotFoundError(missing)
+        return found
 
 
 class IdentityVerifier:
