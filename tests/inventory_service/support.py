@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import select
@@ -13,7 +15,7 @@ from inventory_service.handlers import build_batch_lock, build_handlers
 from inventory_service.models import Base, OrderState, Product, Reservation, outbox
 from inventory_service.settings import InventorySettings
 from mercato_ops.check import inventory_violations
-from mercato_shared.db import transaction
+from mercato_shared.db import create_engine, create_sessionmaker, transaction
 from mercato_shared.events import (
     CancelReason,
     Envelope,
@@ -113,3 +115,13 @@ class Inventory:
             assert row is not None
             for name, value in changes.items():
                 setattr(row, name, value)
+
+
+@contextlib.asynccontextmanager
+async def opened(settings: InventorySettings) -> AsyncIterator[Inventory]:
+    """An Inventory on the settings' database, its engine disposed of afterwards."""
+    engine = create_engine(settings)
+    try:
+        yield Inventory(settings, create_sessionmaker(engine))
+    finally:
+        await engine.dispose()

@@ -14,7 +14,7 @@ from mercato_shared.events import Envelope, OrderCreated
 from order_service.models import inbox
 from tests.infra import KAFKA, eventually
 from tests.kafka_tools import ensure_topics, read_topic
-from tests.shared.consumers import consumer_env, consumer_for, run_until
+from tests.shared.support import consumer_env, consumer_for, run_until
 
 
 class Recorder:
