@@ -63,7 +63,7 @@ def customer() -> Identity:
 
 @pytest.fixture
 async def kafka_prefix(stack: None) -> str:
-    """A topic prefix of this test's own, with DESIGN.md's topics created under it."""
+    """A topic prefix of this test's own, with the system's topics created under it."""
     prefix = infra.random_prefix()
     await ensure_topics(
         infra.KAFKA,
