@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import os
 import time
@@ -278,10 +277,6 @@ def as_json(sample: Sample, origin: float) -> dict[str, Any]:
         "cpu": {name: round(value, 3) for name, value in sample.cpu.items()},
         "machine_busy": round(sample.machine_busy, 3),
     }
-
-
-def utc(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="milliseconds")
 
 
 async def handling_times(ports: dict[str, int]) -> dict[str, dict[str, float]]:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from mercato_shared.identity import Identity, Role, issue_identity
-from mercato_shared.kafka import ensure_topics, ping_kafka
 from tests import infra
+from tests.kafka_tools import ensure_topics, ping_kafka
+
+if TYPE_CHECKING:
+    from tests.e2e.system import System
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +63,7 @@ def customer() -> Identity:
 
 @pytest.fixture
 async def kafka_prefix(stack: None) -> str:
-    """A topic prefix of this test's own, with DESIGN.md's topics created under it."""
+    """A topic prefix of this test's own, with the system's topics created under it."""
     prefix = infra.random_prefix()
     await ensure_topics(
         infra.KAFKA,
@@ -109,3 +114,32 @@ def dev_token(dev_secret: Path) -> Callable[..., str]:
         )
 
     return token
+
+
+@pytest.fixture(scope="module", name="system_env")
+def system_env() -> dict[str, str]:
+    """Environment added to every process of ``system``; a test module may override it."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+async def system(
+    stack: None,
+    keys: tuple[Path, Path],
+    dev_secret: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    system_env: dict[str, str],
+) -> AsyncIterator[System]:
+    """A whole running system, shared by the tests of one module (e2e/ and faults/)."""
+    from tests.e2e.system import provisioned
+
+    async with provisioned(
+        workdir=tmp_path_factory.mktemp("system"),
+        keys=keys,
+        dev_secret=dev_secret,
+        extra_env=system_env,
+    ) as system:
+        yield system
+    # uvicorn re-raises SIGTERM after its graceful shutdown, so -SIGTERM is a clean exit too.
+    codes = system.exit_codes
+    assert all(code in (0, -signal.SIGTERM, None) for code in codes.values()), codes

@@ -7,13 +7,17 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from mercato_shared import migrations
 
@@ -48,6 +52,27 @@ async def create_database(package: str | None) -> str:
         # Alembic's env runs its own event loop, so it needs a thread of its own.
         await asyncio.to_thread(migrations.upgrade, package, url)
     return url
+
+
+async def schema_differences(
+    url: str, metadata: MetaData, *, tables: Collection[str] | None = None
+) -> list[Any]:
+    """What Alembic would change to make the migrated database match ``metadata`` (or only
+    its ``tables``): empty when the migrations and the models agree."""
+
+    def included(name: str | None, kind: str, _: object) -> bool:
+        return tables is None or kind != "table" or name in tables
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(
+                lambda sync: compare_metadata(
+                    MigrationContext.configure(sync, opts={"include_name": included}), metadata
+                )
+            )
+    finally:
+        await engine.dispose()
 
 
 async def drop_database(url: str, *, within: float = 30.0) -> None:

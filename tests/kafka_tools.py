@@ -1,13 +1,57 @@
-"""Reading topics back in tests."""
+"""Topics for tests: created under a prefix of their own, and read back."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import TopicPartition
 
+from mercato_shared.kafka import PARTITIONS
 from tests import infra
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    names: Iterable[str],
+    *,
+    partitions: int = PARTITIONS,
+    replication_factor: int = 1,
+) -> None:
+    """Create the topics that do not exist yet (the broker refuses auto-creation)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name=name, num_partitions=partitions, replication_factor=replication_factor)
+            for name in names
+            if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                log.info("topics created concurrently by another process")
+    finally:
+        await admin.close()
+
+
+async def ping_kafka(bootstrap_servers: str) -> None:
+    """Raise unless the cluster answers a metadata request."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=2000)
+    await admin.start()
+    try:
+        await admin.list_topics()
+    finally:
+        await admin.close()
 
 
 async def read_topic(topic: str, count: int, *, within: float = 30.0) -> list[ConsumerRecord]:
@@ -31,3 +75,18 @@ async def read_topic(topic: str, count: int, *, within: float = 30.0) -> list[Co
         await consumer.stop()
     assert len(records) >= count, f"read {len(records)} of {count} records from {topic}"
     return records
+
+
+async def end_offsets(
+    topics: Iterable[str], *, partitions: int = PARTITIONS
+) -> dict[TopicPartition, int]:
+    """The end offset of each of the topics' partitions: how many records each holds."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=infra.KAFKA)
+    await consumer.start()
+    try:
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(
+            [TopicPartition(topic, p) for topic in topics for p in range(partitions)]
+        )
+        return ends
+    finally:
+        await consumer.stop()

@@ -16,7 +16,7 @@ JAEGER_PACKAGE=$JAEGER_MODULE/cmd/jaeger
 TOOLS_DIR="${MERCATO_TOOLS_DIR:-$MERCATO_STATE_DIR/tools}"
 JAEGER_BIN="$TOOLS_DIR/bin/jaeger"
 JAEGER_STAMP="$TOOLS_DIR/bin/.jaeger-$JAEGER_MODULE_VERSION"
-# OTLP keeps the ports DESIGN.md reserves for it; the query service keeps Jaeger's usual ones,
+# OTLP keeps the ports docs/architecture.md gives it; the query service keeps Jaeger's usual ones,
 # which nothing else in the stack uses.
 MERCATO_JAEGER_OTLP_GRPC_PORT="${MERCATO_JAEGER_OTLP_GRPC_PORT:-4317}"
 MERCATO_JAEGER_OTLP_HTTP_PORT="${MERCATO_JAEGER_OTLP_HTTP_PORT:-4318}"

@@ -15,7 +15,7 @@ JAEGER="$STACK_DIR/jaeger.sh"
 # (several minutes, once); off: no trace backend, no exporter.
 MERCATO_TRACES="${MERCATO_TRACES:-auto}"
 SERVICES=(order inventory payment notification)
-# process name -> health port (DESIGN.md's table)
+# process name -> health port (the port table of docs/architecture.md)
 declare -A PORTS=(
     [payment-sandbox]=8090 [mail-catcher]=8025
     [gateway]=8080

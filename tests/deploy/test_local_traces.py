@@ -28,7 +28,8 @@ from tests.deploy.conftest import REPO
 LOCAL = REPO / "deploy" / "local"
 JAEGER = LOCAL / "jaeger.sh"
 SERVICES = LOCAL / "services.sh"
-# DESIGN.md's port table plus Kafka's controller listener: Jaeger must take none of them.
+# The port table of docs/architecture.md plus Kafka's controller listener: Jaeger must take
+# none of them.
 STACK_PORTS = {8080, 8001, 8002, 8003, 8004, 9101, 9102, 9103, 9104, 8090, 1025, 8025}
 STACK_PORTS |= {5432, 6379, 9092, 9093}
 
@@ -105,7 +106,7 @@ def test_ports_leave_the_stack_alone(env: dict[str, str]) -> None:
     # The ports services.sh starts its processes on, in case the table above falls behind.
     declared = re.findall(r"\[[a-z-]+\]=(\d+)", SERVICES.read_text())
     assert not ports & {int(port) for port in declared}
-    # OTLP keeps the ports DESIGN.md gives it, as the compose stack's collector does.
+    # OTLP keeps the ports docs/architecture.md gives it, as the compose stack's collector does.
     otlp = _config(env)["receivers"]["otlp"]["protocols"]
     assert (otlp["grpc"]["endpoint"], otlp["http"]["endpoint"]) == (
         "127.0.0.1:4317",

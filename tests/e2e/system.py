@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from mercato_ops.settings import OpsSettings
-from mercato_shared.kafka import ensure_topics
 from tests.e2e.processes import Process
 from tests.infra import KAFKA, create_database, drop_database, free_port, random_prefix
+from tests.kafka_tools import ensure_topics
 
 SERVICES = ("order", "inventory", "payment", "notification")
 

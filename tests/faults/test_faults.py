@@ -7,9 +7,8 @@ import uuid
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.structs import TopicPartition
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -18,11 +17,10 @@ from mercato_ops.demo import run_demo
 from mercato_ops.dlq import list_letters
 from tests.e2e.processes import Process
 from tests.infra import KAFKA, REPO, eventually, free_port
-from tests.kafka_tools import read_topic
+from tests.kafka_tools import end_offsets, read_topic
 
 pytestmark = pytest.mark.e2e
 ORDERS = 200
-PARTITIONS = 6  # the fixture's topics
 
 
 async def _green(system):
@@ -152,21 +150,10 @@ async def test_two_order_workers_relay_and_consume_at_once(system, dev_secret):
     await _green(system)
 
 
-async def _end_offsets(topics):
-    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA)
-    await consumer.start()
-    try:
-        return await consumer.end_offsets(
-            [TopicPartition(topic, p) for topic in topics for p in range(PARTITIONS)]
-        )
-    finally:
-        await consumer.stop()
-
-
 async def _caught_up(system):
     """Every worker's group has committed up to the end of every topic it reads."""
     topics = [f"{system.prefix}{t}" for t in ("orders", "inventory", "payments")]
-    ends = await _end_offsets(topics)
+    ends = await end_offsets(topics)
     admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
     await admin.start()
     try:
@@ -182,7 +169,7 @@ async def _caught_up(system):
 async def test_every_event_delivered_twice_changes_nothing(system):
     before = await _green(system)
     topics = [f"{system.prefix}{t}" for t in ("orders", "inventory", "payments")]
-    ends = await _end_offsets(topics)
+    ends = await end_offsets(topics)
     producer = AIOKafkaProducer(bootstrap_servers=KAFKA, enable_idempotence=True)
     await producer.start()
     try:

@@ -5,9 +5,8 @@ import pytest
 from inventory_service.app import create_app
 from inventory_service.catalogue import demo_products
 from inventory_service.settings import InventorySettings
-from mercato_shared.db import create_engine, create_sessionmaker
 from tests.apps import client_for
-from tests.inventory_service.support import Inventory
+from tests.inventory_service.support import opened
 
 
 @pytest.fixture
@@ -19,11 +18,8 @@ def settings(inventory_db, keys):
 
 @pytest.fixture
 async def inventory(settings):
-    engine = create_engine(settings)
-    try:
-        yield Inventory(settings, create_sessionmaker(engine))
-    finally:
-        await engine.dispose()
+    async with opened(settings) as inventory:
+        yield inventory
 
 
 @pytest.fixture

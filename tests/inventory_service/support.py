@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import select
@@ -12,7 +14,8 @@ from inventory_service import repository, service
 from inventory_service.handlers import build_batch_lock, build_handlers
 from inventory_service.models import Base, OrderState, Product, Reservation, outbox
 from inventory_service.settings import InventorySettings
-from mercato_shared.db import transaction
+from mercato_ops.check import inventory_violations
+from mercato_shared.db import create_engine, create_sessionmaker, transaction
 from mercato_shared.events import (
     CancelReason,
     Envelope,
@@ -89,7 +92,8 @@ class Inventory:
             return list((await session.scalars(query)).all())
 
     async def state(self, order_id: uuid.UUID) -> OrderState | None:
-        return (await service.order_states(sessions=self.sessions)).get(order_id)
+        async with transaction(self.sessions) as session:
+            return await repository.lock_order(session, order_id)
 
     async def outbox(self) -> list[Any]:
         """The outbox rows in publish order."""
@@ -101,7 +105,8 @@ class Inventory:
         return [(row.event_type, row.envelope["payload"]) for row in await self.outbox()]
 
     async def violations(self) -> list[str]:
-        return [str(v) for v in await service.check_invariants(sessions=self.sessions)]
+        """What `mercato check` finds wrong with this inventory database on its own."""
+        return await inventory_violations(self.settings.database_url.get_secret_value())
 
     async def tamper(self, model: type[Base], key: Any, **changes: Any) -> None:
         """Change a row behind the saga's back (to prove the invariant check notices)."""
@@ -110,3 +115,13 @@ class Inventory:
             assert row is not None
             for name, value in changes.items():
                 setattr(row, name, value)
+
+
+@contextlib.asynccontextmanager
+async def opened(settings: InventorySettings) -> AsyncIterator[Inventory]:
+    """An Inventory on the settings' database, its engine disposed of afterwards."""
+    engine = create_engine(settings)
+    try:
+        yield Inventory(settings, create_sessionmaker(engine))
+    finally:
+        await engine.dispose()

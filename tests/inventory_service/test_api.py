@@ -1,4 +1,7 @@
-"""The public inventory API in-process against a real, migrated Postgres database."""
+"""The inventory API in-process against a real, migrated Postgres database: the public
+catalogue, and the admin routes that set stock and list a SKU's reservations."""
+
+import json
 
 import pytest
 
@@ -8,7 +11,9 @@ from inventory_service.catalogue import DEMO_PRODUCTS
 from inventory_service.models import Product
 from inventory_service.settings import InventorySettings
 from mercato_shared.db import create_engine, create_sessionmaker
+from mercato_shared.identity import Role
 from tests.apps import assert_problem, client_for
+from tests.inventory_service.support import cancelled, confirmed, created
 
 
 async def test_lists_the_catalogue_by_sku_with_pagination(client, seeded, sign):
@@ -62,3 +67,142 @@ async def test_not_ready_when_the_database_is_unreachable(keys):
         ready = await client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"].startswith("failed")
+
+
+STOCK = "/api/v1/products/MUG-BLUE/stock"
+
+
+@pytest.fixture
+def admin(sign):
+    return sign("root", Role.ADMIN)
+
+
+async def test_admin_sets_stock_on_hand(client, seeded, admin, sign):
+    response = await client.put(STOCK, json={"on_hand": 120}, headers=admin)
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "sku": "MUG-BLUE",
+        "on_hand": 120,
+        "reserved": 0,
+        "committed": 0,
+        "available": 120,
+    }
+    assert await seeded.stock("MUG-BLUE") == (120, 0, 0)
+    public = (await client.get("/api/v1/products/MUG-BLUE", headers=sign())).json()
+    assert public["available"] == 120
+    # Zero is a valid count: the product stays listed, out of stock.
+    assert (await client.put(STOCK, json={"on_hand": 0}, headers=admin)).json()["available"] == 0
+
+
+async def test_stock_cannot_drop_below_reserved_plus_committed(client, seeded, admin):
+    sold, held = created(("MUG-BLUE", 1)), created(("MUG-BLUE", 2))
+    for event in (sold, confirmed(sold.order_id), held):
+        await seeded.handle(event)
+
+    body = assert_problem(await client.put(STOCK, json={"on_hand": 2}, headers=admin), 409)
+    assert (body["reserved"], body["committed"], body["minimum_on_hand"]) == (2, 1, 3)
+    assert await seeded.stock("MUG-BLUE") == (500, 2, 1)
+
+    response = await client.put(STOCK, json={"on_hand": 3}, headers=admin)
+    assert response.status_code == 200, response.text
+    assert response.json()["available"] == 0
+    assert await seeded.violations() == []
+
+
+async def test_customers_may_not_set_stock(client, seeded, sign):
+    assert_problem(await client.put(STOCK, json={"on_hand": 1}, headers=sign("alice")), 403)
+    # The role is checked before the body: a customer learns nothing from validation errors.
+    assert_problem(await client.put(STOCK, json={"on_hand": -1}, headers=sign("alice")), 403)
+    assert_problem(await client.put(STOCK, json={"on_hand": 1}), 401)
+    assert await seeded.stock("MUG-BLUE") == (500, 0, 0)
+
+
+async def test_unknown_sku_is_a_404_problem(client, seeded, admin):
+    assert_problem(
+        await client.put("/api/v1/products/NOPE/stock", json={"on_hand": 1}, headers=admin), 404
+    )
+    assert_problem(await client.get("/api/v1/products/NOPE/reservations", headers=admin), 404)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"on_hand": -1},
+        {"on_hand": "5"},
+        {"on_hand": 5.0},
+        {"on_hand": True},
+        {"on_hand": None},
+        {"on_hand": 2**31},
+        {},
+        {"on_hand": 5, "reserved": 0},
+        [5],
+    ],
+    ids=lambda body: json.dumps(body),
+)
+async def test_bad_stock_bodies_are_422_problems_and_change_nothing(client, seeded, admin, body):
+    assert_problem(await client.put(STOCK, json=body, headers=admin), 422)
+    assert await seeded.stock("MUG-BLUE") == (500, 0, 0)
+
+
+async def test_malformed_json_is_a_400_problem(client, seeded, admin):
+    headers = {**admin, "content-type": "application/json"}
+    assert_problem(await client.put(STOCK, content=b'{"on_hand": ', headers=headers), 400)
+    assert await seeded.stock("MUG-BLUE") == (500, 0, 0)
+
+
+async def test_admin_lists_reservations_newest_first(client, seeded, admin):
+    orders = [created(("MUG-BLUE", n)) for n in (1, 2, 3)]
+    for event in orders:
+        await seeded.handle(event)
+    await seeded.handle(created(("TEE-M", 1)))  # another SKU's: not listed
+    await seeded.handle(cancelled(orders[0].order_id))
+
+    path = "/api/v1/products/MUG-BLUE/reservations"
+    page = (await client.get(f"{path}?limit=2", headers=admin)).json()
+    assert (page["total"], page["limit"], page["offset"]) == (3, 2, 0)
+    assert [item["order_id"] for item in page["items"]] == [
+        str(orders[2].order_id),
+        str(orders[1].order_id),
+    ]
+    assert page["items"][0]["quantity"] == 3
+    assert page["items"][0]["unit_price"] == 1250
+    assert page["items"][0]["status"] == "RESERVED"
+    rest = (await client.get(f"{path}?limit=2&offset=2", headers=admin)).json()
+    assert [(i["order_id"], i["status"]) for i in rest["items"]] == [
+        (str(orders[0].order_id), "RELEASED")
+    ]
+
+    released = (await client.get(f"{path}?status=RELEASED", headers=admin)).json()
+    assert released["total"] == 1
+    assert [i["order_id"] for i in released["items"]] == [str(orders[0].order_id)]
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=201", "offset=-1", "status=LOST"])
+async def test_bad_reservation_queries_are_422_problems(client, seeded, admin, query):
+    path = f"/api/v1/products/MUG-BLUE/reservations?{query}"
+    assert_problem(await client.get(path, headers=admin), 422)
+
+
+async def test_customers_may_not_list_reservations(client, seeded, sign):
+    path = "/api/v1/products/MUG-BLUE/reservations"
+    assert_problem(await client.get(path, headers=sign("alice")), 403)
+    assert_problem(await client.get(path), 401)
+
+
+async def test_openapi_documents_the_admin_routes(client):
+    spec = (await client.get("/openapi.json")).json()
+    put = spec["paths"]["/api/v1/products/{sku}/stock"]["put"]
+    assert put["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/StockUpdate"
+    )
+    assert put["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/StockRead"
+    )
+    assert {"403", "404", "409", "422"} <= put["responses"].keys()
+    conflict = put["responses"]["409"]["content"]["application/problem+json"]["schema"]
+    assert conflict["required"] == ["type", "title", "status"]
+    listing = spec["paths"]["/api/v1/products/{sku}/reservations"]["get"]
+    assert listing["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ReservationPage"
+    )
+    assert spec["components"]["schemas"]["StockUpdate"]["additionalProperties"] is False

@@ -7,7 +7,7 @@ import pytest
 
 from inventory_service.models import OrderState
 from inventory_service.saga import MalformedOrderError
-from tests.inventory_service.support import cancelled, confirmed, created
+from tests.inventory_service.support import cancelled, confirmed, created, product
 
 
 async def test_reserves_every_line_at_catalogue_prices(seeded):
@@ -192,3 +192,24 @@ async def test_batches_of_other_orders_on_the_same_products_do_not_deadlock(seed
     assert await seeded.stock("MUG-BLUE") == (500, 3, 0)
     assert await seeded.stock("TEE-M") == (200, 3, 0)
     assert await seeded.violations() == []
+
+
+async def test_racing_orders_never_oversell_a_scarce_sku(inventory):
+    await inventory.seed([product("SCARCE", 5), product("PLENTY", 1000)])
+    # Half the orders name their SKUs in the opposite order: locking in SKU order is what
+    # keeps these transactions from deadlocking on each other.
+    orders = [
+        created(("SCARCE", 1), ("PLENTY", 1)) if n % 2 else created(("PLENTY", 1), ("SCARCE", 1))
+        for n in range(20)
+    ]
+    await asyncio.gather(*(inventory.handle(order) for order in orders))
+
+    kinds = [kind for kind, _ in await inventory.events()]
+    assert kinds.count("inventory.reserved") == 5
+    assert kinds.count("inventory.rejected") == 15
+    assert await inventory.stock("SCARCE") == (5, 5, 0)
+    assert await inventory.stock("PLENTY") == (1000, 5, 0)
+    rejected = [p for kind, p in await inventory.events() if kind == "inventory.rejected"]
+    assert all(p == {"reason": "out_of_stock", "skus": ["SCARCE"]} for p in rejected)
+    assert len(await inventory.reservations()) == 10
+    assert await inventory.violations() == []

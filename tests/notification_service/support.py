@@ -1,5 +1,6 @@
-"""A scripted SMTP server for the notification tests: aiosmtpd on a port of its own that
-delivers like a mail server, counts connections, and refuses or hangs up on request."""
+"""Helpers of the notification tests: an order's stored notification, and a scripted SMTP
+server (aiosmtpd on a port of its own that delivers like a mail server, counts connections,
+and refuses or hangs up on request)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,24 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from mercato_shared.db import transaction
+from notification_service import repository
 from tests.infra import free_port
 
 # What ``reuse_reply`` may be besides an SMTP reply: close the connection without a word, or
 # keep it open and never answer (as a connection that a middlebox forgot looks to a client).
 HANG_UP = "hang up"
 SILENCE = "silence"
+
+
+async def stored(sessions, order_id):
+    """The order's one notification (None before it exists), as the API's filter reads it."""
+    async with transaction(sessions) as session:
+        found = await repository.list_notifications(
+            session, customer_id=None, order_id=order_id, limit=2, offset=0
+        )
+    assert len(found) <= 1, f"order {order_id} has {len(found)} notifications"
+    return found[0] if found else None
 
 
 def message(n: int, *, to: str = "alice@example.test") -> EmailMessage:

@@ -50,6 +50,7 @@ async def test_customers_see_only_their_own(client, notifications, sign):
     alice = (await client.get("/api/v1/notifications", headers=sign("alice"))).json()
     assert [n["customer_id"] for n in alice["items"]] == ["alice", "alice"]
     assert {n["recipient"] for n in alice["items"]} == {"alice@example.test"}
+    assert (alice["total"], alice["limit"], alice["offset"]) == (2, 50, 0)
     # A customer's filter for someone else is ignored, not honoured.
     peek = await client.get("/api/v1/notifications?customer_id=bob", headers=sign("alice"))
     assert {n["customer_id"] for n in peek.json()["items"]} == {"alice"}
@@ -80,3 +81,11 @@ async def test_filter_by_order(client, notifications, sign):
     one = await client.get(f"/api/v1/notifications?order_id={order_id}", headers=sign("alice"))
     assert [n["order_id"] for n in one.json()["items"]] == [order_id]
     assert_problem(await client.get("/api/v1/notifications?order_id=x", headers=sign()), 422)
+
+
+async def test_a_page_counts_what_it_leaves_out(client, notifications, sign):
+    admin = sign("root", Role.ADMIN)
+    page = (await client.get("/api/v1/notifications?limit=2&offset=1", headers=admin)).json()
+    assert (len(page["items"]), page["total"], page["offset"]) == (2, 3, 1)
+    bob = (await client.get("/api/v1/notifications?customer_id=bob", headers=admin)).json()
+    assert bob["total"] == 1

@@ -19,13 +19,13 @@ from mercato_shared.events import (
     OrderCreated,
 )
 from mercato_shared.identity import Identity, Role
-from notification_service import repository, service
+from notification_service import service
 from notification_service.handlers import build_handlers
 from notification_service.mailer import MailRejectedError, MailUnavailableError, SmtpMailer
 from notification_service.saga import compose
 from notification_service.settings import NotificationSettings
 from notification_service.templates import CANCEL_REASONS, Text
-from tests.notification_service.support import ScriptedServer
+from tests.notification_service.support import ScriptedServer, stored
 
 ADMIN = Identity(subject="root", roles=frozenset({Role.ADMIN}))
 
@@ -74,11 +74,6 @@ async def handle(settings, sessions):
 
     yield run
     await mailer.close()
-
-
-async def stored(sessions, order_id):
-    async with transaction(sessions) as session:
-        return await repository.get_by_order(session, order_id)
 
 
 async def stored_count(sessions):

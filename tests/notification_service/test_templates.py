@@ -38,3 +38,14 @@ def test_subjects_name_the_order_and_its_outcome():
     assert str(order_id) in yes.body
     assert "1.00 EUR" in yes.body
     assert "Your payment was declined." in no.body
+
+
+def test_both_outcomes_greet_and_sign_off_alike():
+    order_id = uuid.uuid4()
+    yes = templates.confirmed(order_id, OrderConfirmed(customer_id="a", amount=100, currency="EUR"))
+    no = templates.cancelled(
+        order_id, OrderCancelled(customer_id="a", reason=CancelReason.OUT_OF_STOCK)
+    )
+    for text in (yes, no):
+        assert text.body.startswith("Hello,\n\nyour order ")
+        assert text.body.endswith("\n\nThank you for shopping with Mercato.\n")

@@ -7,7 +7,7 @@ import pytest
 
 from mercato_ops.mailcatcher import MailCatcher
 from mercato_shared.consumer import EventConsumer
-from mercato_shared.db import create_engine, create_sessionmaker, transaction
+from mercato_shared.db import create_engine, create_sessionmaker
 from mercato_shared.events import (
     CancelReason,
     Envelope,
@@ -17,10 +17,10 @@ from mercato_shared.events import (
     OrderLine,
 )
 from mercato_shared.kafka import create_producer
-from notification_service import repository
 from notification_service.settings import NotificationSettings
 from notification_service.worker import build_spec
 from tests.infra import KAFKA, eventually
+from tests.notification_service.support import stored
 
 
 @pytest.fixture
@@ -67,11 +67,6 @@ async def worker(settings):
     await engine.dispose()
 
 
-async def _notification(sessions, order_id):
-    async with transaction(sessions) as session:
-        return await repository.get_by_order(session, order_id)
-
-
 async def test_each_terminal_order_is_mailed_once(worker, catcher, mails):
     consumer, sessions, publish = worker
     paid, refused = uuid.uuid4(), uuid.uuid4()
@@ -105,8 +100,8 @@ async def test_each_terminal_order_is_mailed_once(worker, catcher, mails):
     assert all(m["deliveries"] == 1 for m in delivered.values())
     assert catcher.connections == 1  # the worker's one SMTP connection carried both
     assert delivered[f"<order-{paid}@mercato.local>"]["to"] == ["alice@example.test"]
-    assert (await _notification(sessions, paid)).kind == "order.confirmed"
-    assert (await _notification(sessions, refused)).kind == "order.cancelled"
+    assert (await stored(sessions, paid)).kind == "order.confirmed"
+    assert (await stored(sessions, refused)).kind == "order.cancelled"
     assert consumer.dead_lettered == 0
 
 
@@ -128,7 +123,7 @@ async def test_the_partition_waits_for_the_mail_server(worker, catcher_settings,
 
         # No mail server yet: the event is retried, not dead-lettered, and nothing is stored.
         await eventually(retried_twice, within=60)
-        assert await _notification(sessions, order_id) is None
+        assert await stored(sessions, order_id) is None
         assert consumer.processed == 0
 
         async with MailCatcher(catcher_settings) as catcher:
@@ -142,5 +137,5 @@ async def test_the_partition_waits_for_the_mail_server(worker, catcher_settings,
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    assert (await _notification(sessions, order_id)).sent_at is not None
+    assert (await stored(sessions, order_id)).sent_at is not None
     assert consumer.dead_lettered == 0

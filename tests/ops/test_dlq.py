@@ -6,9 +6,8 @@ from aiokafka import AIOKafkaProducer
 
 from mercato_ops.dlq import dlq_topics, list_letters, replay
 from mercato_shared.events import Envelope, OrderCreated
-from mercato_shared.kafka import ensure_topics
 from tests.infra import KAFKA
-from tests.kafka_tools import read_topic
+from tests.kafka_tools import ensure_topics, read_topic
 
 
 async def test_list_then_replay_each_letter_once(kafka_prefix):

@@ -8,23 +8,10 @@ from sqlalchemy import func, select
 
 from mercato_shared.db import create_engine, create_sessionmaker, transaction
 from mercato_shared.identity import Role
-from order_service.app import create_app
 from order_service.models import Order, OrderLine, outbox
-from order_service.settings import OrderSettings
-from tests.apps import assert_problem, client_for
+from tests.apps import assert_problem
 
 ORDER = {"lines": [{"sku": "MUG-BLUE", "quantity": 2}, {"sku": "TEE-M", "quantity": 1}]}
-
-
-@pytest.fixture
-def settings(order_db, keys):
-    return OrderSettings(database_url=order_db, identity_public_key_file=keys[1], kafka_prefix="p.")
-
-
-@pytest.fixture
-async def client(settings):
-    async with client_for(create_app(settings)) as client:
-        yield client
 
 
 async def _counts(settings):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +11,10 @@ import httpx
 import uvicorn
 from sqlalchemy import select
 
+from mercato_ops.check import ledger_entries
 from mercato_shared import inbox as inbox_records
 from mercato_shared.db import transaction
+from mercato_shared.embedded import EmbeddedServer
 from mercato_shared.events import (
     CancelReason,
     Envelope,
@@ -31,13 +31,6 @@ from payment_service.sandbox import SandboxClient
 from tests.infra import eventually, free_port
 
 
-class _Server(uvicorn.Server):
-    # pytest owns the signals; uvicorn must not install its own handlers.
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class Sandbox:
     """payment-sandbox served by uvicorn in this process, with a control client."""
 
@@ -45,7 +38,7 @@ class Sandbox:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.settings = SandboxSettings(port=self.port, database_path=database_path, seed=1)
-        self._server: _Server | None = None
+        self._server: EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.control = httpx.AsyncClient(base_url=self.url, timeout=10)
 
@@ -59,7 +52,7 @@ class Sandbox:
             # Requests hanging on purpose must not hold up the test's teardown.
             timeout_graceful_shutdown=1,
         )
-        self._server = _Server(config)
+        self._server = EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve())
 
         async def started() -> bool:
@@ -85,6 +78,10 @@ class Sandbox:
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
+
+    async def entries(self) -> dict[str, dict[str, Any]]:
+        """Every order's sums, as `mercato check` reads the ledger."""
+        return await ledger_entries(self.control)
 
     async def authorize_directly(self, order_id: uuid.UUID, amount: int = 2500) -> dict[str, Any]:
         """An authorization under the order's key, as a late retry of payment's would send it."""
@@ -124,6 +121,14 @@ class Saga:
             payment = await session.get(Payment, order_id)
         assert payment is not None, f"no payment row for {order_id}"
         return payment
+
+    async def tamper(self, order_id: uuid.UUID, **changes: Any) -> None:
+        """Change the order's payment row behind the saga's back (for the invariant check)."""
+        async with transaction(self.sessions) as session:
+            payment = await session.get(Payment, order_id)
+            assert payment is not None, f"no payment row for {order_id}"
+            for name, value in changes.items():
+                setattr(payment, name, value)
 
     async def events(self, order_id: uuid.UUID) -> list[Envelope]:
         """The events the handlers wrote to the outbox for ``order_id``, oldest first."""

@@ -11,11 +11,10 @@ from sqlalchemy import func, select
 from mercato_shared.consumer import EventConsumer
 from mercato_shared.db import transaction
 from mercato_shared.events import Envelope, OrderCreated
-from mercato_shared.kafka import ensure_topics
 from order_service.models import inbox
 from tests.infra import KAFKA, eventually
-from tests.kafka_tools import read_topic
-from tests.shared.consumers import consumer_env, consumer_for, run_until
+from tests.kafka_tools import ensure_topics, read_topic
+from tests.shared.support import consumer_env, consumer_for, run_until
 
 
 class Recorder:

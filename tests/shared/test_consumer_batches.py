@@ -13,7 +13,7 @@ from mercato_shared.events import Envelope, OrderCreated
 from mercato_shared.outbox import add_event
 from order_service.models import inbox, outbox
 from tests.kafka_tools import read_topic
-from tests.shared.consumers import consumer_env, consumer_for, run_until
+from tests.shared.support import consumer_env, consumer_for, run_until
 
 BATCH = 50
 

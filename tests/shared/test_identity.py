@@ -3,12 +3,13 @@ import hashlib
 import hmac
 import json
 import time
+from dataclasses import dataclass
 
 import jwt
 import pytest
 
-from mercato_shared.identity import IdentityVerifier, Role, issue_identity
-from mercato_shared.problems import UnauthorizedError
+from mercato_shared.identity import Identity, IdentityVerifier, Role, issue_identity
+from mercato_shared.problems import NotFoundError, UnauthorizedError
 
 
 @pytest.fixture
@@ -23,12 +24,11 @@ def private_key(keys):
 
 def test_round_trip(verifier, private_key):
     token = issue_identity(
-        private_key, subject="alice", roles={Role.ADMIN}, issuer="mercato-gateway", request_id="r1"
+        private_key, subject="alice", roles={Role.ADMIN}, issuer="mercato-gateway"
     )
     identity = verifier.verify(token)
     assert identity.subject == "alice"
     assert identity.is_admin
-    assert identity.request_id == "r1"
     assert identity.may_read("bob")
 
 
@@ -112,3 +112,18 @@ def test_a_verified_token_is_remembered_until_it_expires(verifier, private_key, 
     monkeypatch.setattr(time, "time", lambda: later)
     verifier.verify(token)
     assert len(decoded) == 2
+
+
+def test_another_customers_object_reads_as_missing():
+    @dataclass
+    class Thing:
+        customer_id: str
+
+    alice = Identity(subject="alice", roles=frozenset({Role.CUSTOMER}))
+    admin = Identity(subject="root", roles=frozenset({Role.ADMIN}))
+    mine, theirs = Thing("alice"), Thing("bob")
+    assert alice.readable(mine, missing="no such thing") is mine
+    assert admin.readable(theirs, missing="no such thing") is theirs
+    for found in (theirs, None):
+        with pytest.raises(NotFoundError, match="no such thing"):
+            alice.readable(found, missing="no such thing")

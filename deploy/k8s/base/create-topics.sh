@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates Mercato's topics (DESIGN.md: topics and partitions). Used by the topics Job
+# Creates Mercato's topics (docs/architecture.md, "Topics and events"). Used by the topics Job
 # here and by docker-compose.yml's kafka-topics step.
 # Dead-letter topics get one partition: low volume, and a total order is easy to read.
 set -euo pipefail

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 from gateway.settings import AccessRule
 from mercato_shared.identity import Identity, Role
@@ -40,7 +41,7 @@ class CompiledRule:
         return (self.methods is None or method in self.methods) and bool(self.regex.fullmatch(path))
 
 
-class Verdict:
+class Verdict(Enum):
     ALLOW = "allow"
     UNAUTHENTICATED = "unauthenticated"
     FORBIDDEN = "forbidden"
@@ -60,11 +61,7 @@ class AccessPolicy:
             for rule in rules
         ]
 
-    def is_public(self, method: str, path: str) -> bool:
-        rule = self._match(method, path)
-        return rule is not None and rule.public
-
-    def decide(self, method: str, path: str, identity: Identity | None) -> str:
+    def decide(self, method: str, path: str, identity: Identity | None) -> Verdict:
         """ALLOW, UNAUTHENTICATED (401: no valid token) or FORBIDDEN (403: roles lacking)."""
         rule = self._match(method, path)
         if rule is not None and rule.public:

@@ -240,8 +240,8 @@ class Gateway:
             return
         method, path = scope["method"], scope["path"]
         verdict = self.access.decide(method, path, None if identity is ANONYMOUS else identity)
-        if verdict != Verdict.ALLOW:
-            status = 401 if verdict == Verdict.UNAUTHENTICATED else 403
+        if verdict is not Verdict.ALLOW:
+            status = 401 if verdict is Verdict.UNAUTHENTICATED else 403
             detail = (
                 "a bearer token is required" if status == 401 else "your roles do not allow this"
             )

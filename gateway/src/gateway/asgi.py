@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
-from http import HTTPStatus
 from typing import Any
+
+from mercato_shared.problems import PROBLEM_JSON, PROBLEM_TYPE_BASE, problem_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -21,20 +22,19 @@ async def send_problem(
     slug: str | None = None,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    """Answer with an RFC 9457 problem body."""
-    body: dict[str, Any] = {
-        "type": f"urn:mercato:problem:{slug}" if slug else "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-    }
+    """Answer with an RFC 9457 problem body, rendered as the services render theirs."""
+    body = problem_body(
+        status,
+        detail=detail,
+        problem_type=PROBLEM_TYPE_BASE + slug if slug else "about:blank",
+    )
     payload = json.dumps(body).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/problem+json"),
+                (b"content-type", PROBLEM_JSON.encode()),
                 (b"content-length", str(len(payload)).encode()),
                 *(headers or []),
             ],

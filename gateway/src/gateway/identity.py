@@ -1,10 +1,9 @@
 """Identity tokens for upstream calls, signed once per caller and reused for part of their life.
 
-Signing one ES256 token per request (the key loaded from its PEM each time) was the largest
-single cost of a routed request, yet a caller's token says the same thing (subject, roles,
-issuer) on every request it makes. A
-token is therefore reused for the first half of its lifetime, so the service that receives
-it always has at least half of it left. The request id travels in `X-Request-Id` instead of
+Signing an ES256 token costs more than anything else a routed request does, yet a caller's
+token says the same thing (subject, roles, issuer) on every request it makes. A token is
+therefore reused for the first half of its lifetime, so the service that receives it always
+has at least half of it left. The request id travels in `X-Request-Id` instead of
 inside the token, which is what makes one token fit many requests.
 """
 

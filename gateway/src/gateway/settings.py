@@ -97,7 +97,7 @@ class RouteConfig(BaseModel):
 
 
 def _default_routes() -> list[RouteConfig]:
-    # DESIGN.md's route table on the loopback ports of the native stack.
+    # The route table of docs/architecture.md on the loopback ports of the native stack.
     return [
         RouteConfig(prefix="/api/v1/products", upstreams=[HttpUrl("http://127.0.0.1:8002")]),
         RouteConfig(prefix="/api/v1/orders", upstreams=[HttpUrl("http://127.0.0.1:8001")]),

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, case, exists, func, select, text, update
+from sqlalchemy import ColumnElement, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -129,11 +129,6 @@ async def set_order_state(session: AsyncSession, order_id: uuid.UUID, state: Ord
     )
 
 
-async def order_states(session: AsyncSession) -> dict[uuid.UUID, OrderState]:
-    rows = await session.execute(select(OrderOutcome.order_id, OrderOutcome.state))
-    return {order_id: OrderState(state) for order_id, state in rows}
-
-
 # --- reservations -----------------------------------------------------------------------------
 
 
@@ -239,72 +234,3 @@ async def count_reservations(
 ) -> int:
     query = select(func.count()).select_from(Reservation).where(*_of_sku(sku, status))
     return await session.scalar(query) or 0
-
-
-# --- consistency checks (read-only; `mercato check` runs them too) ------------------------------
-
-
-async def stock_tallies(session: AsyncSession) -> Sequence[Row[str, int, int, int, int, int]]:
-    """Per SKU: on_hand, reserved, committed, and the RESERVED / COMMITTED reservation sums."""
-
-    def total(status: ReservationStatus) -> ColumnElement[int]:
-        summed = func.sum(Reservation.quantity).filter(Reservation.status == status.value)
-        return func.coalesce(summed, 0)
-
-    result = await session.execute(
-        select(
-            Product.sku,
-            Product.on_hand,
-            Product.reserved,
-            Product.committed,
-            total(ReservationStatus.RESERVED),
-            total(ReservationStatus.COMMITTED),
-        )
-        .outerjoin(Reservation, Reservation.sku == Product.sku)
-        .group_by(Product.sku)
-        .order_by(Product.sku)
-    )
-    return result.all()
-
-
-# The reservation status each order state implies; a REJECTED order holds no reservations.
-EXPECTED_STATUS = {
-    OrderState.RESERVED: ReservationStatus.RESERVED,
-    OrderState.CONFIRMED: ReservationStatus.COMMITTED,
-    OrderState.CANCELLED: ReservationStatus.RELEASED,
-}
-
-
-async def mismatched_reservations(
-    session: AsyncSession,
-) -> Sequence[Row[uuid.UUID, str, str, str | None]]:
-    """Reservations whose status contradicts their order's state (or that have no order)."""
-    expected = case(
-        *(
-            (OrderOutcome.state == state.value, status.value)
-            for state, status in EXPECTED_STATUS.items()
-        ),
-        else_=None,
-    )
-    result = await session.execute(
-        select(Reservation.order_id, Reservation.sku, Reservation.status, OrderOutcome.state)
-        .outerjoin(OrderOutcome, OrderOutcome.order_id == Reservation.order_id)
-        .where(Reservation.status.is_distinct_from(expected))
-        .order_by(Reservation.order_id, Reservation.sku)
-    )
-    return result.all()
-
-
-async def orders_without_reservations(
-    session: AsyncSession, states: Iterable[OrderState]
-) -> Sequence[Row[uuid.UUID, str]]:
-    """Orders in one of ``states`` that hold no reservation rows at all."""
-    result = await session.execute(
-        select(OrderOutcome.order_id, OrderOutcome.state)
-        .where(
-            OrderOutcome.state.in_([state.value for state in states]),
-            ~exists().where(Reservation.order_id == OrderOutcome.order_id),
-        )
-        .order_by(OrderOutcome.order_id)
-    )
-    return result.all()

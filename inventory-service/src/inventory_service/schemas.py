@@ -8,6 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from inventory_service.models import ReservationStatus
+from mercato_shared.api import Page
 
 # Stock columns are Postgres integers; a larger number must be a 422, not a database error.
 MAX_STOCK = 2**31 - 1
@@ -23,11 +24,8 @@ class ProductRead(BaseModel):
     available: int
 
 
-class ProductPage(BaseModel):
-    items: list[ProductRead]
-    limit: int
-    offset: int
-    total: int
+class ProductPage(Page[ProductRead]):
+    """A page of products."""
 
 
 class StockUpdate(BaseModel):
@@ -62,11 +60,8 @@ class ReservationRead(BaseModel):
     updated_at: datetime
 
 
-class ReservationPage(BaseModel):
-    items: list[ReservationRead]
-    limit: int
-    offset: int
-    total: int
+class ReservationPage(Page[ReservationRead]):
+    """A page of reservations."""
 
 
 class Problem(BaseModel):

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import uuid
-from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from inventory_service import repository
-from inventory_service.models import OrderState, Product, Reservation, ReservationStatus
+from inventory_service.models import Product, Reservation, ReservationStatus
 from inventory_service.schemas import ProductPage, ProductRead, ReservationPage, ReservationRead
 from mercato_shared.db import transaction
 from mercato_shared.problems import ConflictError, NotFoundError
@@ -107,70 +105,3 @@ async def list_reservations(
         offset=offset,
         total=total,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Violation:
-    """One broken invariant: what it concerns and how."""
-
-    subject: str
-    problem: str
-
-    def __str__(self) -> str:
-        return f"{self.subject}: {self.problem}"
-
-
-def _stock_violations(
-    sku: str, on_hand: int, reserved: int, committed: int, held: int, sold: int
-) -> list[Violation]:
-    subject = f"sku {sku}"
-    found = [
-        Violation(subject, f"{name} is negative ({value})")
-        for name, value in (
-            ("reserved", reserved),
-            ("committed", committed),
-            ("available", on_hand - reserved - committed),
-        )
-        if value < 0
-    ]
-    if held != reserved:
-        found.append(Violation(subject, f"reserved is {reserved}, RESERVED reservations {held}"))
-    if sold != committed:
-        found.append(Violation(subject, f"committed is {committed}, COMMITTED reservations {sold}"))
-    return found
-
-
-async def check_invariants(*, sessions: async_sessionmaker[AsyncSession]) -> list[Violation]:
-    """Every broken stock invariant of one inventory database; empty when all hold.
-
-    Per SKU: on_hand = available + reserved + committed with none negative, reserved equals
-    its RESERVED reservations and committed its COMMITTED ones. Per order: reservations agree
-    with what inventory knows of the order.
-    """
-    async with transaction(sessions) as session:
-        # One snapshot for every query, so that a busy system cannot show a torn state.
-        await session.connection(
-            execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
-        )
-        tallies = await repository.stock_tallies(session)
-        mismatched = await repository.mismatched_reservations(session)
-        empty = await repository.orders_without_reservations(
-            session, [OrderState.RESERVED, OrderState.CONFIRMED]
-        )
-    violations = [v for row in tallies for v in _stock_violations(*row)]
-    violations += [
-        Violation(f"order {order_id}", f"{sku} is {status} while the order is {state or 'unknown'}")
-        for order_id, sku, status, state in mismatched
-    ]
-    violations += [
-        Violation(f"order {order_id}", f"{state} without reservations") for order_id, state in empty
-    ]
-    return violations
-
-
-async def order_states(
-    *, sessions: async_sessionmaker[AsyncSession]
-) -> dict[uuid.UUID, OrderState]:
-    """What inventory knows of every order, for cross-checks against the order database."""
-    async with transaction(sessions) as session:
-        return await repository.order_states(session)

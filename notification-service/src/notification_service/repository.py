@@ -6,11 +6,20 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notification_service.models import Notification
+
+
+def _of(customer_id: str | None, order_id: uuid.UUID | None) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if customer_id is not None:
+        conditions.append(Notification.customer_id == customer_id)
+    if order_id is not None:
+        conditions.append(Notification.order_id == order_id)
+    return conditions
 
 
 async def list_notifications(
@@ -21,13 +30,20 @@ async def list_notifications(
     limit: int,
     offset: int,
 ) -> Sequence[Notification]:
-    query = select(Notification).order_by(Notification.created_at.desc(), Notification.id)
-    if customer_id is not None:
-        query = query.where(Notification.customer_id == customer_id)
-    if order_id is not None:
-        query = query.where(Notification.order_id == order_id)
+    query = (
+        select(Notification)
+        .where(*_of(customer_id, order_id))
+        .order_by(Notification.created_at.desc(), Notification.id)
+    )
     result = await session.execute(query.limit(limit).offset(offset))
     return result.scalars().all()
+
+
+async def count_notifications(
+    session: AsyncSession, *, customer_id: str | None, order_id: uuid.UUID | None = None
+) -> int:
+    query = select(func.count()).select_from(Notification).where(*_of(customer_id, order_id))
+    return await session.scalar(query) or 0
 
 
 async def insert_if_absent(
@@ -69,10 +85,3 @@ async def mark_sent(session: AsyncSession, notification_id: uuid.UUID, *, at: da
     await session.execute(
         update(Notification).where(Notification.id == notification_id).values(sent_at=at)
     )
-
-
-async def get_by_order(session: AsyncSession, order_id: uuid.UUID) -> Notification | None:
-    found: Notification | None = await session.scalar(
-        select(Notification).where(Notification.order_id == order_id)
-    )
-    return found

@@ -7,6 +7,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
+from mercato_shared.api import Page
+
 
 class NotificationRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -22,7 +24,5 @@ class NotificationRead(BaseModel):
     created_at: datetime
 
 
-class NotificationPage(BaseModel):
-    items: list[NotificationRead]
-    limit: int
-    offset: int
+class NotificationPage(Page[NotificationRead]):
+    """A page of notifications."""

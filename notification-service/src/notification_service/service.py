@@ -27,6 +27,10 @@ async def list_notifications(
         rows = await repository.list_notifications(
             session, customer_id=owner, order_id=order_id, limit=limit, offset=offset
         )
+        total = await repository.count_notifications(session, customer_id=owner, order_id=order_id)
     return NotificationPage(
-        items=[NotificationRead.model_validate(row) for row in rows], limit=limit, offset=offset
+        items=[NotificationRead.model_validate(row) for row in rows],
+        limit=limit,
+        offset=offset,
+        total=total,
     )

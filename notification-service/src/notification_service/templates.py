@@ -50,24 +50,22 @@ def _reference(order_id: uuid.UUID) -> str:
     return str(order_id).split("-", 1)[0]
 
 
+def _letter(subject: str, message: str) -> Text:
+    # Every notification greets, says its message, and signs off the same way.
+    return Text(subject=subject, body=f"Hello,\n\n{message}\n{_SIGNATURE}")
+
+
 def confirmed(order_id: uuid.UUID, event: OrderConfirmed) -> Text:
-    return Text(
-        subject=f"Your order {_reference(order_id)} is confirmed",
-        body=(
-            "Hello,\n\n"
-            f"your order {order_id} is confirmed and paid: "
-            f"{format_amount(event.amount, event.currency)}.\n"
-        ),
+    return _letter(
+        f"Your order {_reference(order_id)} is confirmed",
+        f"your order {order_id} is confirmed and paid: "
+        f"{format_amount(event.amount, event.currency)}.",
     )
 
 
 def cancelled(order_id: uuid.UUID, event: OrderCancelled) -> Text:
-    return Text(
-        subject=f"Your order {_reference(order_id)} is cancelled",
-        body=(
-            "Hello,\n\n"
-            f"your order {order_id} is cancelled. {CANCEL_REASONS[event.reason]}\n"
-            "Any amount reserved on your card for it is released; you are not charged.\n"
-            + _SIGNATURE
-        ),
+    return _letter(
+        f"Your order {_reference(order_id)} is cancelled",
+        f"your order {order_id} is cancelled. {CANCEL_REASONS[event.reason]}\n"
+        "Any amount reserved on your card for it is released; you are not charged.",
     )

@@ -1,9 +1,9 @@
-"""The notification-worker process: mails order outcomes, relays its outbox."""
+"""The notification-worker process: mails order outcomes (it emits no events: no relay)."""
 
 from mercato_shared.worker import WorkerSpec
 from notification_service.handlers import build_handlers
 from notification_service.mailer import SmtpMailer
-from notification_service.models import inbox, outbox
+from notification_service.models import inbox
 from notification_service.settings import NotificationSettings
 
 
@@ -13,7 +13,6 @@ def build_spec(settings: NotificationSettings | None = None) -> WorkerSpec:
     mailer = SmtpMailer(settings)
     return WorkerSpec(
         settings=settings,
-        outbox=outbox,
         inbox=inbox,
         topics=("orders",),
         handlers=build_handlers(settings, mailer),

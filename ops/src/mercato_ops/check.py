@@ -1,13 +1,16 @@
-"""`mercato check`: every invariant of DESIGN.md, verified from the four databases, the
-sandbox's ledger and the mail catcher.
+"""`mercato check`: every invariant of the saga (`docs/architecture.md`), verified from the
+four databases, the sandbox's ledger and the mail catcher.
 
 1. every accepted order is CONFIRMED or CANCELLED;
 2. per SKU, on_hand = available + reserved + committed, none negative, and the reserved and
-   committed totals match the reservations; a confirmed order's stock is committed, a
-   cancelled order holds none;
+   committed totals match the reservations; every reservation agrees with the state
+   inventory holds for its order; a confirmed order's stock is committed, a cancelled order
+   holds none;
 3. an order is charged at the sandbox (captured - refunded) iff it is CONFIRMED, for its
    amount, and a cancelled order keeps no open authorization;
-4. one stored notification per terminal order, sent, and delivered to the mail catcher.
+4. every payment row says what the sandbox's ledger says of its order: as much captured and
+   charged, an authorization held iff the row is AUTHORIZED, one voided iff it is VOIDED;
+5. one stored notification per terminal order, sent, and delivered to the mail catcher.
 """
 
 from __future__ import annotations
@@ -37,17 +40,84 @@ class Report:
         return not self.violations
 
 
-async def _rows(url: str, query: str) -> list[dict[str, Any]]:
+async def _rows(url: str, *queries: str) -> list[list[dict[str, Any]]]:
+    """Each query's rows, all read from one snapshot of the database."""
     engine = create_async_engine(url)
     try:
         async with engine.connect() as conn:
-            result = await conn.execute(text(query))
-            return [dict(row._mapping) for row in result]
+            # A busy system must not show a state torn between two queries.
+            await conn.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True
+            )
+            results = [await conn.execute(text(query)) for query in queries]
+            return [[dict(row._mapping) for row in result] for result in results]
     finally:
         await engine.dispose()
 
 
-async def _ledger(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+_STOCK_TALLIES = """
+SELECT p.sku, p.on_hand, p.reserved, p.committed,
+       coalesce(sum(r.quantity) FILTER (WHERE r.status = 'RESERVED'), 0) AS held,
+       coalesce(sum(r.quantity) FILTER (WHERE r.status = 'COMMITTED'), 0) AS sold
+FROM products p LEFT JOIN reservations r ON r.sku = p.sku
+GROUP BY p.sku ORDER BY p.sku
+"""
+# Reservations whose status is not the one their order's state implies (a REJECTED order
+# holds none), or whose order inventory has never heard of.
+_MISMATCHED_RESERVATIONS = """
+SELECT r.order_id::text AS order_id, r.sku, r.status, o.state
+FROM reservations r LEFT JOIN order_outcomes o ON o.order_id = r.order_id
+WHERE r.status IS DISTINCT FROM CASE o.state WHEN 'RESERVED' THEN 'RESERVED'
+      WHEN 'CONFIRMED' THEN 'COMMITTED' WHEN 'CANCELLED' THEN 'RELEASED' END
+ORDER BY r.order_id, r.sku
+"""
+_ORDERS_WITHOUT_RESERVATIONS = """
+SELECT o.order_id::text AS order_id, o.state FROM order_outcomes o
+WHERE o.state IN ('RESERVED', 'CONFIRMED')
+  AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.order_id = o.order_id)
+ORDER BY o.order_id
+"""
+_RESERVATIONS = "SELECT order_id::text AS order_id, sku, quantity, status FROM reservations"
+
+
+async def inventory_violations(url: str) -> list[str]:
+    """Every broken stock invariant of one inventory database on its own; empty when all hold."""
+    tallies, mismatched, empty = await _rows(
+        url, _STOCK_TALLIES, _MISMATCHED_RESERVATIONS, _ORDERS_WITHOUT_RESERVATIONS
+    )
+    return _judge_inventory(tallies, mismatched, empty)
+
+
+def _judge_inventory(
+    tallies: list[dict[str, Any]], mismatched: list[dict[str, Any]], empty: list[dict[str, Any]]
+) -> list[str]:
+    found: list[str] = []
+    for row in tallies:
+        subject = f"sku {row['sku']}"
+        reserved, committed = row["reserved"], row["committed"]
+        available = row["on_hand"] - reserved - committed
+        for name, value in (("reserved", reserved), ("committed", committed)):
+            if value < 0:
+                found.append(f"{subject}: {name} is negative ({value})")
+        if available < 0:
+            found.append(f"{subject}: available is negative ({available})")
+        if row["held"] != reserved:
+            found.append(f"{subject}: reserved is {reserved}, RESERVED reservations {row['held']}")
+        if row["sold"] != committed:
+            found.append(
+                f"{subject}: committed is {committed}, COMMITTED reservations {row['sold']}"
+            )
+    found += [
+        f"order {row['order_id']}: {row['sku']} is {row['status']} while the order is "
+        f"{row['state'] or 'unknown'}"
+        for row in mismatched
+    ]
+    found += [f"order {row['order_id']}: {row['state']} without reservations" for row in empty]
+    return found
+
+
+async def ledger_entries(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+    """The sandbox's ledger, every order's sums by order id."""
     entries: dict[str, dict[str, Any]] = {}
     after = ""
     while True:
@@ -60,33 +130,36 @@ async def _ledger(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
 
 async def run_check(settings: OpsSettings) -> Report:
     """Gather everything, then judge; network or database errors propagate."""
-    orders, products, reservations, notifications = await asyncio.gather(
+    (orders,), inventory, (reservations,), (notifications,) = await asyncio.gather(
         _rows(
             settings.order_database_url.get_secret_value(),
             "SELECT id::text AS id, status, amount FROM orders",
         ),
         _rows(
             settings.inventory_database_url.get_secret_value(),
-            "SELECT sku, on_hand, reserved, committed FROM products",
+            _STOCK_TALLIES,
+            _MISMATCHED_RESERVATIONS,
+            _ORDERS_WITHOUT_RESERVATIONS,
         ),
-        _rows(
-            settings.inventory_database_url.get_secret_value(),
-            "SELECT order_id::text AS order_id, sku, quantity, status FROM reservations",
-        ),
+        _rows(settings.inventory_database_url.get_secret_value(), _RESERVATIONS),
         _rows(
             settings.notification_database_url.get_secret_value(),
             "SELECT order_id::text AS order_id, message_id, sent_at FROM notifications",
         ),
     )
     async with httpx.AsyncClient(base_url=settings.sandbox_url, timeout=10) as sandbox:
-        ledger = await _ledger(sandbox)
+        ledger = await ledger_entries(sandbox)
     async with httpx.AsyncClient(base_url=settings.mailcatcher_url, timeout=10) as catcher:
         delivered: dict[str, int] = (await catcher.get("/api/message-ids")).json()
 
     report = Report()
     _check_orders(report, orders)
-    _check_stock(report, orders, products, reservations)
+    report.violations += _judge_inventory(*inventory)
+    _check_stock(report, orders, reservations)
     _check_money(report, orders, ledger)
+    report.violations += await payment_violations(
+        settings.payment_database_url.get_secret_value(), ledger
+    )
     _check_notifications(report, orders, notifications, delivered)
     return report
 
@@ -99,27 +172,11 @@ def _check_orders(report: Report, orders: list[dict[str, Any]]) -> None:
 
 
 def _check_stock(
-    report: Report,
-    orders: list[dict[str, Any]],
-    products: list[dict[str, Any]],
-    reservations: list[dict[str, Any]],
+    report: Report, orders: list[dict[str, Any]], reservations: list[dict[str, Any]]
 ) -> None:
-    held: Counter[tuple[str, str]] = Counter()
     by_order: dict[str, set[str]] = {}
     for row in reservations:
-        held[(row["sku"], row["status"])] += row["quantity"]
         by_order.setdefault(row["order_id"], set()).add(row["status"])
-    for product in products:
-        sku, on_hand = product["sku"], product["on_hand"]
-        reserved, committed = product["reserved"], product["committed"]
-        available = on_hand - reserved - committed
-        if min(available, reserved, committed) < 0:
-            report.fail(f"{sku}: negative stock (available {available}, reserved {reserved})")
-        if reserved != held[(sku, "RESERVED")] or committed != held[(sku, "COMMITTED")]:
-            report.fail(
-                f"{sku}: reserved/committed {reserved}/{committed} but reservations say "
-                f"{held[(sku, 'RESERVED')]}/{held[(sku, 'COMMITTED')]}"
-            )
     for order in orders:
         states = by_order.get(order["id"], set())
         if order["status"] == "CONFIRMED" and states != {"COMMITTED"}:
@@ -146,6 +203,35 @@ def _check_money(
     for order_id, entry in ledger.items():
         if order_id not in known and entry.get("charged"):
             report.fail(f"the sandbox charged {entry['charged']} for unknown order {order_id}")
+
+
+async def payment_violations(url: str, ledger: dict[str, dict[str, Any]]) -> list[str]:
+    """Payment rows whose money disagrees with the sandbox's ledger, the truth of it."""
+    (payments,) = await _rows(
+        url, "SELECT order_id::text AS order_id, status, captured, refunded FROM payments"
+    )
+    found: list[str] = []
+    for payment in payments:
+        subject = f"payment of order {payment['order_id']}"
+        status = payment["status"]
+        entry = ledger.get(payment["order_id"], {})
+        captured, charged = entry.get("captured", 0), entry.get("charged", 0)
+        held, voided = entry.get("held", 0), entry.get("voided", 0)
+        if payment["captured"] != captured:
+            found.append(
+                f"{subject} is {status}, captured {payment['captured']}, "
+                f"but the sandbox captured {captured}"
+            )
+        if payment["captured"] - payment["refunded"] != charged:
+            found.append(
+                f"{subject} is {status}, charged {payment['captured'] - payment['refunded']}, "
+                f"but the sandbox charged {charged}"
+            )
+        if (status == "AUTHORIZED") != bool(held):
+            found.append(f"{subject} is {status} but the sandbox holds {held}")
+        if status == "VOIDED" and not voided:
+            found.append(f"{subject} is VOIDED but the sandbox voided nothing")
+    return found
 
 
 def _check_notifications(

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -29,6 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mercato_ops.mailcatcher_store import MailStore
 from mercato_ops.mailcatcher_web import create_web_app
+from mercato_shared.embedded import EmbeddedServer
 from mercato_shared.logs import configure_logging
 from mercato_shared.settings import DEV_STATE_DIR
 
@@ -103,13 +102,6 @@ class _Connection(SMTP):
             transport.close()
 
 
-class _EmbeddedServer(uvicorn.Server):
-    # The catcher owns signal handling; uvicorn must not install its own handlers.
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class MailCatcher:
     """SMTP server and HTTP view in the running event loop: ``async with MailCatcher(...)``."""
 
@@ -117,7 +109,7 @@ class MailCatcher:
         self.settings = settings
         self.store = MailStore(settings.store)
         self._smtp: asyncio.Server | None = None
-        self._http: _EmbeddedServer | None = None
+        self._http: EmbeddedServer | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._http_port: int | None = None
         self._open: set[_Connection] = set()
@@ -168,7 +160,7 @@ class MailCatcher:
         config = uvicorn.Config(
             create_web_app(self.store), log_config=None, access_log=False, lifespan="off"
         )
-        self._http = _EmbeddedServer(config)
+        self._http = EmbeddedServer(config)
         self._http_port = http_socket.getsockname()[1]
         self._http_task = asyncio.create_task(
             self._http.serve(sockets=[http_socket]), name="mail-catcher-http"

@@ -12,10 +12,12 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Identity,
+    Index,
     Integer,
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -56,6 +58,12 @@ class Order(Base):
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy's declarative hook
     __table_args__ = (
         CheckConstraint("status IN ('PENDING', 'CONFIRMED', 'CANCELLED')", name="order_status"),
+        # The deadline sweeper scans pending orders by deadline.
+        Index(
+            "ix_orders_pending_deadline",
+            "deadline_at",
+            postgresql_where=text("status = 'PENDING'"),
+        ),
     )
 
     @property

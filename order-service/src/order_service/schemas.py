@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
+from mercato_shared.api import Page
+
 Sku = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9-]{0,63}$", examples=["MUG-BLUE"])]
 
 
@@ -65,8 +67,5 @@ class OrderRead(BaseModel):
     updated_at: datetime
 
 
-class OrderPage(BaseModel):
-    items: list[OrderRead]
-    limit: int
-    offset: int
-    total: int
+class OrderPage(Page[OrderRead]):
+    """A page of orders."""

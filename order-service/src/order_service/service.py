@@ -14,7 +14,7 @@ from mercato_shared.events import CancelReason, OrderCreated
 from mercato_shared.events import OrderLine as EventLine
 from mercato_shared.identity import Identity
 from mercato_shared.outbox import outbox_row
-from mercato_shared.problems import ConflictError, NotFoundError, ProblemError
+from mercato_shared.problems import ConflictError, ProblemError
 from order_service import repository, saga
 from order_service.models import Order, OrderStatus
 from order_service.schemas import HistoryEntry, OrderCreate, OrderLineRead, OrderPage, OrderRead
@@ -118,9 +118,7 @@ async def get_order(
     """The order if the caller may see it; another customer's order is simply not found."""
     async with transaction(sessions) as session:
         order = await repository.get_order(session, order_id)
-    if order is None or not identity.may_read(order.customer_id):
-        raise NotFoundError(f"order {order_id} not found")
-    return order
+    return identity.readable(order, missing=f"order {order_id} not found")
 
 
 async def list_orders(
@@ -154,9 +152,10 @@ async def cancel_order(
 ) -> Order:
     """The customer cancels a non-terminal order; compensation follows its event."""
     async with transaction(sessions) as session:
-        order = await repository.get_order(session, order_id, for_update=True)
-        if order is None or not identity.may_read(order.customer_id):
-            raise NotFoundError(f"order {order_id} not found")
+        order = identity.readable(
+            await repository.get_order(session, order_id, for_update=True),
+            missing=f"order {order_id} not found",
+        )
         if order.terminal:
             raise ConflictError(
                 f"order {order_id} is already {order.status}", order_status=order.status

@@ -8,7 +8,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mercato_shared.db import transaction
 from mercato_shared.identity import Identity
-from mercato_shared.problems import NotFoundError
 from payment_service import repository
 from payment_service.models import Payment
 
@@ -19,6 +18,4 @@ async def get_payment(
     """An order's payment if the caller may see it (404 otherwise, as for a missing one)."""
     async with transaction(sessions) as session:
         payment = await repository.get_payment(session, order_id)
-    if payment is None or not identity.may_read(payment.customer_id):
-        raise NotFoundError(f"no payment for order {order_id}")
-    return payment
+    return identity.readable(payment, missing=f"no payment for order {order_id}")

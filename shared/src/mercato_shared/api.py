@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mercato_shared.db import create_engine, create_sessionmaker, ping
@@ -30,6 +31,21 @@ from mercato_shared.tracing import (
     setup_tracing,
 )
 from mercato_shared.tracing import enabled as tracing_enabled
+
+Item = TypeVar("Item", bound=BaseModel)
+
+
+class Page(BaseModel, Generic[Item]):
+    """One page of a listing: ``limit`` items from ``offset``, of ``total`` in all.
+
+    A service names its pages by subclassing (``class OrderPage(Page[OrderRead])``), so that
+    each has a name of its own in the OpenAPI document.
+    """
+
+    items: list[Item]
+    limit: int
+    offset: int
+    total: int
 
 
 def create_service_app(

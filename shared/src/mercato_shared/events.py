@@ -152,7 +152,8 @@ class PaymentFailed(Payload):
     detail: str = ""
 
 
-# Logical topics of DESIGN.md; deployments may prefix them (ServiceSettings.kafka_prefix).
+# The logical topics (docs/architecture.md); deployments may prefix them
+# (ServiceSettings.kafka_prefix).
 TOPICS: tuple[str, ...] = ("orders", "inventory", "payments")
 
 CATALOGUE: dict[tuple[str, int], type[Payload]] = {

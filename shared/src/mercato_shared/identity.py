@@ -11,14 +11,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol, TypeVar
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, Request
 
-from mercato_shared.problems import UnauthorizedError
+from mercato_shared.problems import NotFoundError, UnauthorizedError
 
 IDENTITY_HEADER = "X-Mercato-Identity"
 ALGORITHM = "ES256"
@@ -26,6 +26,16 @@ MAX_TTL_SECONDS = 60
 LEEWAY_SECONDS = 5
 # Verified tokens remembered per process; the oldest is forgotten first.
 VERIFIED_TOKENS = 4096
+
+
+class Owned(Protocol):
+    """An object that belongs to one customer (an order, a payment)."""
+
+    @property
+    def customer_id(self) -> str: ...
+
+
+OwnedT = TypeVar("OwnedT", bound=Owned)
 
 
 class Role(StrEnum):
@@ -39,7 +49,6 @@ class Identity:
 
     subject: str
     roles: frozenset[Role]
-    request_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -48,6 +57,16 @@ class Identity:
     def may_read(self, owner: str) -> bool:
         """Owners read their own objects; admins read everyone's."""
         return self.is_admin or self.subject == owner
+
+    def readable(self, found: OwnedT | None, *, missing: str) -> OwnedT:
+        """``found`` if the caller may read it, else NotFoundError(``missing``).
+
+        Another customer's object is answered as missing (404, not 403), so that a caller
+        cannot even learn that it exists.
+        """
+        if found is None or not self.may_read(found.customer_id):
+            raise NotFoundError(missing)
+        return found
 
 
 class IdentityVerifier:
@@ -101,7 +120,7 @@ class IdentityVerifier:
             roles = frozenset(Role(role) for role in claims.get("roles", []))
         except ValueError as exc:
             raise UnauthorizedError("identity token names an unknown role") from exc
-        identity = Identity(subject=str(claims["sub"]), roles=roles, request_id=claims.get("rid"))
+        identity = Identity(subject=str(claims["sub"]), roles=roles)
         # As long as PyJWT itself would accept it: exp plus the leeway.
         return identity, float(claims["exp"]) + LEEWAY_SECONDS
 
@@ -112,7 +131,6 @@ def issue_identity(
     subject: str,
     roles: frozenset[Role] | set[Role],
     issuer: str,
-    request_id: str | None = None,
     ttl_seconds: int = 30,
 ) -> str:
     """Sign an identity token (the gateway's side of the contract)."""
@@ -124,8 +142,6 @@ def issue_identity(
         "iat": now,
         "exp": now + min(ttl_seconds, MAX_TTL_SECONDS),
     }
-    if request_id:
-        claims["rid"] = request_id
     return jwt.encode(claims, private_key_pem, algorithm=ALGORITHM)
 
 

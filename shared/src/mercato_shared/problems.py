@@ -18,6 +18,26 @@ PROBLEM_TYPE_BASE = "urn:mercato:problem:"
 log = logging.getLogger(__name__)
 
 
+def problem_body(
+    status: int,
+    *,
+    detail: str | None = None,
+    problem_type: str = "about:blank",
+    title: str | None = None,
+    **extensions: Any,
+) -> dict[str, Any]:
+    """A problem body; the title defaults to the status phrase as RFC 9457 suggests."""
+    body: dict[str, Any] = {
+        "type": problem_type,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    body.update(extensions)
+    return body
+
+
 def problem_response(
     status: int,
     *,
@@ -27,15 +47,8 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     **extensions: Any,
 ) -> JSONResponse:
-    """Render a problem body; the title defaults to the status phrase as RFC 9457 suggests."""
-    body: dict[str, Any] = {
-        "type": problem_type,
-        "title": title or HTTPStatus(status).phrase,
-        "status": status,
-    }
-    if detail:
-        body["detail"] = detail
-    body.update(extensions)
+    """Render a problem body as a response."""
+    body = problem_body(status, detail=detail, problem_type=problem_type, title=title, **extensions)
     return JSONResponse(
         body, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers or {})
     )

@@ -52,7 +52,7 @@ class ServiceSettings(BaseSettings):
     # failure) for longer.
     consumer_batch_size: int = Field(default=100, ge=1, le=1000)
 
-    # Processed event ids are kept this long to recognise redeliveries (DESIGN: inbox).
+    # Processed event ids are kept this long to recognise redeliveries (docs/architecture.md).
     inbox_retention_hours: float = Field(default=168.0, gt=0)
     outbox_poll_interval_seconds: float = Field(default=1.0, gt=0)
     outbox_batch_size: int = Field(default=100, ge=1, le=10_000)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import uvicorn
@@ -19,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mercato_shared import inbox
 from mercato_shared.consumer import BatchLock, EventConsumer, Handler
 from mercato_shared.db import create_engine, create_sessionmaker, ping
+from mercato_shared.embedded import EmbeddedServer
 from mercato_shared.health import health_router
 from mercato_shared.kafka import create_producer
 from mercato_shared.logs import configure_logging
@@ -46,10 +46,11 @@ class WorkerSpec:
     """What a service plugs into the shared worker: its tables, topics, handlers and jobs."""
 
     settings: ServiceSettings
-    outbox: Table
     inbox: Table
     topics: tuple[str, ...]
     handlers: Mapping[str, Handler] = field(default_factory=dict)
+    # The outbox its steps write to, relayed to Kafka; None for a service that emits nothing.
+    outbox: Table | None = None
     # (job, interval in seconds)
     jobs: tuple[tuple[Job, float], ...] = ()
     # Events of different orders in one batch handled at once (see consumer.py).
@@ -68,13 +69,6 @@ async def _every(job: Job, interval: float, sessions: async_sessionmaker[AsyncSe
             # A database blip must not stop the job for good; the next round retries.
             log.exception("periodic job %s failed", getattr(job, "__name__", job))
         await asyncio.sleep(interval)
-
-
-class _EmbeddedServer(uvicorn.Server):
-    # The worker owns signal handling; uvicorn must not install its own handlers.
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class _DeadLetterProducer:
@@ -105,14 +99,16 @@ async def run_worker(spec: WorkerSpec) -> None:
     engine = create_engine(settings)
     instrument_engine(engine)
     dead_letters = _DeadLetterProducer(settings)
-    relay = OutboxRelay(
-        service=settings.service_name,
-        engine=engine,
-        outbox=spec.outbox,
-        producer_factory=lambda: create_producer(settings),
-        batch_size=settings.outbox_batch_size,
-        poll_interval=settings.outbox_poll_interval_seconds,
-    )
+    relay = None
+    if spec.outbox is not None:
+        relay = OutboxRelay(
+            service=settings.service_name,
+            engine=engine,
+            outbox=spec.outbox,
+            producer_factory=lambda: create_producer(settings),
+            batch_size=settings.outbox_batch_size,
+            poll_interval=settings.outbox_poll_interval_seconds,
+        )
     sessions = create_sessionmaker(engine)
     consumer = EventConsumer(
         settings=settings,
@@ -135,7 +131,7 @@ async def run_worker(spec: WorkerSpec) -> None:
     health = FastAPI(title=f"{settings.service_name}-worker", telemetry=FASTAPI_TELEMETRY)
     health.include_router(health_router({"database": database, "kafka": kafka}))
     expose_metrics(health)
-    server = _EmbeddedServer(
+    server = EmbeddedServer(
         uvicorn.Config(
             health, host=settings.worker_host, port=settings.worker_port, log_config=None
         )
@@ -149,7 +145,7 @@ async def run_worker(spec: WorkerSpec) -> None:
     purge_inbox: Job = functools.partial(inbox.purge, settings=settings)
     jobs = (*spec.jobs, (purge_inbox, INBOX_PURGE_SECONDS))
     tasks = {
-        asyncio.create_task(relay.run(), name="outbox-relay"),
+        *([asyncio.create_task(relay.run(), name="outbox-relay")] if relay else []),
         asyncio.create_task(consumer.run(), name="consumer"),
         asyncio.create_task(server.serve(), name="health-server"),
         *(

@@ -1,4 +1,5 @@
-"""payment under processor trouble: outages, unknown outcomes, and steps that must not be lost."""
+"""payment's sandbox client under processor trouble: outages, unknown outcomes, and steps that
+must not be lost."""
 
 import asyncio
 import uuid

@@ -5,10 +5,11 @@ import contextlib
 
 from mercato_shared.consumer import EventConsumer
 from mercato_shared.db import create_engine, create_sessionmaker
-from mercato_shared.kafka import create_producer, ensure_topics
+from mercato_shared.kafka import create_producer
 from mercato_shared.settings import ServiceSettings
 from order_service.models import inbox
 from tests.infra import KAFKA, eventually, random_prefix
+from tests.kafka_tools import ensure_topics
 
 
 @contextlib.asynccontextmanager
