@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from mercato_shared.identity import Identity, Role, issue_identity
+from mercato_shared.identity_keys import SigningKey
 from tests import infra
 from tests.kafka_tools import ensure_topics, ping_kafka
 
@@ -42,7 +43,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def sign(keys: tuple[Path, Path]) -> Callable[..., dict[str, str]]:
     """Build an X-Mercato-Identity header as the gateway would."""
-    private = keys[0].read_bytes()
+    private = SigningKey.from_pem(keys[0].read_bytes())
 
     def header(subject: str = "alice", *roles: Role) -> dict[str, str]:
         token = issue_identity(

@@ -73,7 +73,7 @@ export_env() {
         export "$var=${!var:-postgresql+asyncpg://mercato:mercato@127.0.0.1:$MERCATO_PG_PORT/$svc}"
         var="${upper}_KAFKA_BOOTSTRAP_SERVERS"
         export "$var=${!var:-127.0.0.1:$MERCATO_KAFKA_PORT}"
-        var="${upper}_IDENTITY_PUBLIC_KEY_FILE"
+        var="${upper}_IDENTITY_PUBLIC_KEYS"
         export "$var=${!var:-$KEY_DIR/identity.pub.pem}"
         EXPORTED+=("${upper}_DATABASE_URL" "${upper}_KAFKA_BOOTSTRAP_SERVERS" "$var")
     done

@@ -56,7 +56,7 @@ class System:
         common = {
             "KAFKA_BOOTSTRAP_SERVERS": KAFKA,
             "KAFKA_PREFIX": prefix,
-            "IDENTITY_PUBLIC_KEY_FILE": str(keys[1]),
+            "IDENTITY_PUBLIC_KEYS": str(keys[1]),
             "CONSUMER_RETRY_BACKOFF_SECONDS": "0.05",
         }
         self.env: dict[str, dict[str, str]] = {}

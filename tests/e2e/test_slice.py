@@ -23,7 +23,7 @@ async def system(order_db, inventory_db, kafka_prefix, keys, dev_secret, tmp_pat
     common = {
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
         "KAFKA_PREFIX": kafka_prefix,
-        "IDENTITY_PUBLIC_KEY_FILE": str(keys[1]),
+        "IDENTITY_PUBLIC_KEYS": str(keys[1]),
         "OUTBOX_POLL_INTERVAL_SECONDS": "5",
     }
 

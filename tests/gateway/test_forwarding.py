@@ -79,7 +79,7 @@ async def test_forwards_request_with_a_signed_identity_and_clean_headers(client,
     # The peer is not a trusted proxy, so its X-Forwarded-For is a claim, not a fact.
     assert headers["x-forwarded-for"] == "127.0.0.1"
     assert headers["x-request-id"] == "req-123"
-    identity = IdentityVerifier.from_file(keys[1], issuer="mercato-gateway").verify(
+    identity = IdentityVerifier.from_path(keys[1], issuer="mercato-gateway").verify(
         headers["x-mercato-identity"]
     )
     assert identity.subject == "alice"
@@ -98,7 +98,7 @@ async def test_public_route_is_forwarded_as_anonymous_with_a_fresh_request_id(cl
     assert len(response.headers["x-request-id"]) == 32
     echoed = response.json()["headers"]
     assert echoed["x-request-id"] == response.headers["x-request-id"]
-    identity = IdentityVerifier.from_file(keys[1], issuer="mercato-gateway").verify(
+    identity = IdentityVerifier.from_path(keys[1], issuer="mercato-gateway").verify(
         echoed["x-mercato-identity"]
     )
     assert (identity.subject, identity.roles) == ("anonymous", frozenset())

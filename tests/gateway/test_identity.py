@@ -1,9 +1,15 @@
 """Identity tokens: signed once per caller, re-signed before services could see them expire."""
 
+import os
+import subprocess
+
+import jwt
 import pytest
 
 from gateway.identity import IdentitySigner
+from mercato_shared import identity_keys
 from mercato_shared.identity import Identity, IdentityVerifier, Role
+from mercato_shared.identity_keys import SigningKeyFile
 
 ISSUER = "mercato-gateway"
 
@@ -23,7 +29,7 @@ def clock():
 
 @pytest.fixture
 def signer(keys, clock):
-    return IdentitySigner(keys[0].read_bytes(), issuer=ISSUER, ttl_seconds=30, clock=clock)
+    return IdentitySigner(SigningKeyFile(keys[0]), issuer=ISSUER, ttl_seconds=30, clock=clock)
 
 
 def alice(*roles: Role) -> Identity:
@@ -32,7 +38,7 @@ def alice(*roles: Role) -> Identity:
 
 def test_a_token_says_who_calls_and_verifies(signer, keys):
     token = signer.token_for(alice(Role.CUSTOMER, Role.ADMIN))
-    identity = IdentityVerifier.from_file(keys[1], issuer=ISSUER).verify(token)
+    identity = IdentityVerifier.from_path(keys[1], issuer=ISSUER).verify(token)
     assert identity.subject == "alice"
     assert identity.roles == frozenset({Role.CUSTOMER, Role.ADMIN})
 
@@ -59,7 +65,7 @@ def test_subject_and_roles_each_get_their_own_token(signer):
 
 def test_many_callers_keep_the_cache_bounded(keys, clock):
     signer = IdentitySigner(
-        keys[0].read_bytes(), issuer=ISSUER, ttl_seconds=30, max_entries=3, clock=clock
+        SigningKeyFile(keys[0]), issuer=ISSUER, ttl_seconds=30, max_entries=3, clock=clock
     )
     for n in range(5):
         signer.token_for(Identity(subject=f"user-{n}", roles=frozenset()))
@@ -74,7 +80,7 @@ def test_many_callers_keep_the_cache_bounded(keys, clock):
 
 def test_expired_entries_make_room_before_live_ones(keys, clock):
     signer = IdentitySigner(
-        keys[0].read_bytes(), issuer=ISSUER, ttl_seconds=30, max_entries=2, clock=clock
+        SigningKeyFile(keys[0]), issuer=ISSUER, ttl_seconds=30, max_entries=2, clock=clock
     )
     signer.token_for(Identity(subject="old", roles=frozenset()))
     clock.now += 20
@@ -82,3 +88,23 @@ def test_expired_entries_make_room_before_live_ones(keys, clock):
     signer.token_for(Identity(subject="new", roles=frozenset()))
     signer.token_for(Identity(subject="recent", roles=frozenset()))
     assert signer.signed == 3
+
+
+def test_a_new_signing_key_is_used_at_once_for_every_caller(keys, clock, tmp_path):
+    path = tmp_path / "identity.pem"
+    path.write_bytes(keys[0].read_bytes())
+    key_file = SigningKeyFile(path, clock=clock)
+    signer = IdentitySigner(key_file, issuer=ISSUER, ttl_seconds=30, clock=clock)
+    before = signer.token_for(alice())
+    replacement = subprocess.run(
+        ["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    staged = tmp_path / "staged.pem"
+    staged.write_bytes(replacement)
+    os.replace(staged, path)
+    clock.now += identity_keys.RELOAD_CHECK_SECONDS
+    after = signer.token_for(alice())  # well within the old token's reuse window
+    assert jwt.get_unverified_header(after)["kid"] != jwt.get_unverified_header(before)["kid"]
+    assert jwt.get_unverified_header(after)["kid"] == key_file.current.kid

@@ -12,7 +12,7 @@ from tests.inventory_service.support import opened
 @pytest.fixture
 def settings(inventory_db, keys):
     return InventorySettings(
-        database_url=inventory_db, identity_public_key_file=keys[1], kafka_prefix="p."
+        database_url=inventory_db, identity_public_keys=keys[1], kafka_prefix="p."
     )
 
 

@@ -60,7 +60,7 @@ async def test_identity_is_required(client):
 async def test_not_ready_when_the_database_is_unreachable(keys):
     settings = InventorySettings(
         database_url="postgresql+asyncpg://mercato:mercato@127.0.0.1:1/none",
-        identity_public_key_file=keys[1],
+        identity_public_keys=keys[1],
     )
     async with client_for(create_app(settings)) as client:
         assert (await client.get("/healthz")).status_code == 200

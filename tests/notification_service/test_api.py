@@ -14,7 +14,7 @@ from tests.apps import assert_problem, client_for
 
 @pytest.fixture
 def settings(notification_db, keys):
-    return NotificationSettings(database_url=notification_db, identity_public_key_file=keys[1])
+    return NotificationSettings(database_url=notification_db, identity_public_keys=keys[1])
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from tests.apps import client_for
 
 @pytest.fixture
 def settings(order_db, keys):
-    return OrderSettings(database_url=order_db, identity_public_key_file=keys[1], kafka_prefix="p.")
+    return OrderSettings(database_url=order_db, identity_public_keys=keys[1], kafka_prefix="p.")
 
 
 @pytest.fixture

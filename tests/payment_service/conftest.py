@@ -21,7 +21,7 @@ def settings(payment_db, keys, sandbox):
     # Short timeouts and backoffs keep the fault tests quick; the shapes stay the defaults'.
     return PaymentSettings(
         database_url=payment_db,
-        identity_public_key_file=keys[1],
+        identity_public_keys=keys[1],
         kafka_prefix=random_prefix(),
         sandbox_url=sandbox.url,
         sandbox_timeout_seconds=0.3,

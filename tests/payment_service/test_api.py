@@ -14,7 +14,7 @@ from tests.apps import assert_problem, client_for
 
 @pytest.fixture
 def settings(payment_db, keys):
-    return PaymentSettings(database_url=payment_db, identity_public_key_file=keys[1])
+    return PaymentSettings(database_url=payment_db, identity_public_keys=keys[1])
 
 
 @pytest.fixture

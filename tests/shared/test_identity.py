@@ -9,17 +9,18 @@ import jwt
 import pytest
 
 from mercato_shared.identity import Identity, IdentityVerifier, Role, issue_identity
+from mercato_shared.identity_keys import SigningKey
 from mercato_shared.problems import NotFoundError, UnauthorizedError
 
 
 @pytest.fixture
 def verifier(keys):
-    return IdentityVerifier.from_file(keys[1], issuer="mercato-gateway")
+    return IdentityVerifier.from_path(keys[1], issuer="mercato-gateway")
 
 
 @pytest.fixture
 def private_key(keys):
-    return keys[0].read_bytes()
+    return SigningKey.from_pem(keys[0].read_bytes())
 
 
 def test_round_trip(verifier, private_key):
@@ -60,7 +61,7 @@ def _claims(**overrides):
     ],
 )
 def test_rejects_bad_claims(verifier, private_key, claims):
-    token = jwt.encode(claims, private_key, algorithm="ES256")
+    token = jwt.encode(claims, private_key.key, algorithm="ES256")
     with pytest.raises(UnauthorizedError):
         verifier.verify(token)
 

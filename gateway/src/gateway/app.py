@@ -30,6 +30,7 @@ from gateway.settings import GatewaySettings
 from gateway.upstreams import Upstream, UpstreamTable
 from mercato_shared.health import health_router
 from mercato_shared.identity import IDENTITY_HEADER, Identity
+from mercato_shared.identity_keys import SigningKeyFile
 from mercato_shared.logs import LineLogger
 from mercato_shared.metrics import StatusRecorder, expose_metrics
 from mercato_shared.problems import install_problem_handlers
@@ -131,7 +132,7 @@ class Gateway:
     async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
         settings = self.settings
         self._signer = IdentitySigner(
-            settings.identity_private_key_file.read_bytes(),
+            SigningKeyFile(settings.identity_private_key_file),
             issuer=settings.identity_issuer,
             ttl_seconds=settings.identity_ttl_seconds,
         )

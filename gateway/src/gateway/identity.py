@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from mercato_shared.identity import Identity, Role, issue_identity
+from mercato_shared.identity_keys import SigningKeyFile
 
 
 class IdentitySigner:
@@ -20,14 +21,14 @@ class IdentitySigner:
 
     def __init__(
         self,
-        private_key_pem: bytes,
+        key: SigningKeyFile,
         *,
         issuer: str,
         ttl_seconds: int,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._key = private_key_pem
+        self._key = key
         self._issuer = issuer
         self._ttl = ttl_seconds
         self._reuse_for = ttl_seconds / 2
@@ -42,6 +43,9 @@ class IdentitySigner:
 
     def token_for(self, identity: Identity) -> str:
         """A token for ``identity`` with at least half of its lifetime left."""
+        if self._key.refresh():
+            # A new signing key: tokens of the old one are not handed out any more.
+            self._tokens.clear()
         key = (identity.subject, identity.roles)
         now = self._clock()
         cached = self._tokens.get(key)
@@ -50,7 +54,7 @@ class IdentitySigner:
         # Reuse is timed on the monotonic clock, so a step of the wall clock cannot stretch
         # it; iat and exp inside the token come from the wall clock, as services check them.
         token = issue_identity(
-            self._key,
+            self._key.current,
             subject=identity.subject,
             roles=identity.roles,
             issuer=self._issuer,

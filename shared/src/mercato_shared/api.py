@@ -61,8 +61,8 @@ def create_service_app(
         app.state.engine = engine
         app.state.sessions = create_sessionmaker(engine)
         app.state.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-        app.state.identity_verifier = IdentityVerifier.from_file(
-            settings.identity_public_key_file, issuer=settings.identity_issuer
+        app.state.identity_verifier = IdentityVerifier.from_path(
+            settings.identity_public_keys, issuer=settings.identity_issuer
         )
         try:
             yield

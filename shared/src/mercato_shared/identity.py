@@ -1,7 +1,8 @@
 """X-Mercato-Identity: the short-lived JWT the gateway signs and every service verifies.
 
-The gateway holds the private key (ES256); services hold only the public key, so a service
-that is compromised cannot mint identities for calls to the others.
+The gateway holds the private key (ES256); services hold only public keys, so a service
+that is compromised cannot mint identities for calls to the others. Each token names its key
+(`kid`); how keys are named, read and rotated is in ``mercato_shared.identity_keys``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from pathlib import Path
 from typing import Annotated, Protocol, TypeVar
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, Request
 
+from mercato_shared.identity_keys import PublicKeySet, SigningKey
 from mercato_shared.problems import NotFoundError, UnauthorizedError
 
 IDENTITY_HEADER = "X-Mercato-Identity"
@@ -70,25 +70,25 @@ class Identity:
 
 
 class IdentityVerifier:
-    """Checks identity tokens against the gateway's public key."""
+    """Checks identity tokens against the public keys of the gateway's signing keys."""
 
-    def __init__(self, public_key_pem: bytes, *, issuer: str) -> None:
-        # Parsed once: given PEM bytes, PyJWT would parse the key again for every token.
-        key = load_pem_public_key(public_key_pem)
-        if not isinstance(key, EllipticCurvePublicKey):
-            raise ValueError(f"the identity key must be an EC key for {ALGORITHM}")
-        self._key = key
+    def __init__(self, keys: PublicKeySet, *, issuer: str) -> None:
+        self._keys = keys
         self._issuer = issuer
         # The gateway reuses a caller's token for half its lifetime, so most requests bring
         # a token verified moments ago: its identity is kept until the token expires.
         self._verified: OrderedDict[str, tuple[Identity, float]] = OrderedDict()
 
     @classmethod
-    def from_file(cls, path: Path, *, issuer: str) -> IdentityVerifier:
-        return cls(path.read_bytes(), issuer=issuer)
+    def from_path(cls, path: Path, *, issuer: str) -> IdentityVerifier:
+        """Keys from a PEM file, or a directory of them, re-read when they change."""
+        return cls(PublicKeySet(path), issuer=issuer)
 
     def verify(self, token: str) -> Identity:
         """Return the caller's identity, or raise UnauthorizedError."""
+        if self._keys.refresh():
+            # A key may have left the set: what it verified is verified again.
+            self._verified.clear()
         known = self._verified.get(token)
         if known is not None:
             identity, valid_until = known
@@ -103,9 +103,16 @@ class IdentityVerifier:
 
     def _verify(self, token: str) -> tuple[Identity, float]:
         try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as exc:
+            raise UnauthorizedError(f"invalid identity token: {exc}") from exc
+        key = self._keys.get(kid if isinstance(kid, str) else None)
+        if key is None:
+            raise UnauthorizedError("identity token signed with an unknown key")
+        try:
             claims = jwt.decode(
                 token,
-                self._key,
+                key,
                 algorithms=[ALGORITHM],
                 issuer=self._issuer,
                 leeway=LEEWAY_SECONDS,
@@ -126,7 +133,7 @@ class IdentityVerifier:
 
 
 def issue_identity(
-    private_key_pem: bytes,
+    key: SigningKey,
     *,
     subject: str,
     roles: frozenset[Role] | set[Role],
@@ -142,7 +149,7 @@ def issue_identity(
         "iat": now,
         "exp": now + min(ttl_seconds, MAX_TTL_SECONDS),
     }
-    return jwt.encode(claims, private_key_pem, algorithm=ALGORITHM)
+    return jwt.encode(claims, key.key, algorithm=ALGORITHM, headers={"kid": key.kid})
 
 
 async def get_identity(request: Request) -> Identity:

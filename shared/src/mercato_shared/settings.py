@@ -57,7 +57,9 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval_seconds: float = Field(default=1.0, gt=0)
     outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
 
-    identity_public_key_file: Path = DEV_STATE_DIR / "keys" / "identity.pub.pem"
+    # The gateway's public keys: one PEM file (one or more keys) or a directory of *.pem
+    # files, re-read when they change, so a signing key is rotated without a restart.
+    identity_public_keys: Path = DEV_STATE_DIR / "keys" / "identity.pub.pem"
     identity_issuer: str = "mercato-gateway"
 
     api_host: str = "127.0.0.1"
