@@ -48,9 +48,17 @@ async def test_reseeding_keeps_stock_and_updates_names(settings, seeded, client,
     assert (body["name"], body["unit_price"], body["available"]) == ("Mug", 1300, 500)
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=201", "offset=-1", "limit=x"])
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=201", "offset=-1", "limit=x", "offset=18446744073709551617"]
+)
 async def test_bad_paging_is_a_422_problem(client, sign, query):
     assert_problem(await client.get(f"/api/v1/products?{query}", headers=sign()), 422)
+
+
+async def test_the_largest_offset_postgres_holds_is_an_empty_page(client, seeded, sign):
+    page = await client.get(f"/api/v1/products?offset={2**63 - 1}", headers=sign())
+    assert page.status_code == 200, page.text
+    assert page.json()["items"] == []
 
 
 async def test_identity_is_required(client):
@@ -177,7 +185,9 @@ async def test_admin_lists_reservations_newest_first(client, seeded, admin):
     assert [i["order_id"] for i in released["items"]] == [str(orders[0].order_id)]
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=201", "offset=-1", "status=LOST"])
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=201", "offset=-1", "status=LOST", "offset=18446744073709551617"]
+)
 async def test_bad_reservation_queries_are_422_problems(client, seeded, admin, query):
     path = f"/api/v1/products/MUG-BLUE/reservations?{query}"
     assert_problem(await client.get(path, headers=admin), 422)

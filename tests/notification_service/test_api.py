@@ -68,7 +68,16 @@ async def test_identity_is_required(client):
 
 
 @pytest.mark.parametrize(
-    "query", ["limit=0", "limit=201", "limit=x", "offset=-1", "offset=x", "customer_id=&limit=0"]
+    "query",
+    [
+        "limit=0",
+        "limit=201",
+        "limit=x",
+        "offset=-1",
+        "offset=x",
+        "customer_id=&limit=0",
+        "offset=9223372036854775808",
+    ],
 )
 async def test_bad_paging_is_a_problem(client, notifications, sign, query):
     body = assert_problem(await client.get(f"/api/v1/notifications?{query}", headers=sign()), 422)

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Generic, TypeVar
 
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -33,6 +33,13 @@ from mercato_shared.tracing import (
 from mercato_shared.tracing import enabled as tracing_enabled
 
 Item = TypeVar("Item", bound=BaseModel)
+
+# The pagination parameters of every listing. An offset past the largest bigint would reach
+# Postgres (and asyncpg before it) as a value they cannot hold: a 422, not a 500. Any offset
+# below it past the end is an empty page.
+BIGINT_MAX = 2**63 - 1
+Limit = Annotated[int, Query(ge=1, le=200, description="items per page")]
+Offset = Annotated[int, Query(ge=0, le=BIGINT_MAX, description="items skipped")]
 
 
 class Page(BaseModel, Generic[Item]):

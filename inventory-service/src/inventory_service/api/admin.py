@@ -10,12 +10,12 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 
 from inventory_service import service
 from inventory_service.models import ReservationStatus
 from inventory_service.schemas import Problem, ReservationPage, StockRead, StockUpdate
-from mercato_shared.api import Sessions
+from mercato_shared.api import Limit, Offset, Sessions
 from mercato_shared.identity import CurrentIdentity, Identity
 from mercato_shared.problems import PROBLEM_JSON, ForbiddenError
 
@@ -62,8 +62,8 @@ async def list_reservations(
     _: AdminIdentity,
     sessions: Sessions,
     status: ReservationStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> ReservationPage:
     """One product's reservations, newest first, optionally of one status."""
     return await service.list_reservations(

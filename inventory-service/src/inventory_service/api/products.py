@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from inventory_service import service
 from inventory_service.schemas import ProductPage, ProductRead
-from mercato_shared.api import Sessions
+from mercato_shared.api import Limit, Offset, Sessions
 from mercato_shared.identity import CurrentIdentity
 
 router = APIRouter(prefix="/api/v1/products", tags=["products"])
@@ -18,8 +16,8 @@ router = APIRouter(prefix="/api/v1/products", tags=["products"])
 async def list_products(
     _: CurrentIdentity,
     sessions: Sessions,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> ProductPage:
     """The catalogue with available stock, by SKU."""
     return await service.list_products(sessions=sessions, limit=limit, offset=offset)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from mercato_shared.api import Sessions
+from mercato_shared.api import Limit, Offset, Sessions
 from mercato_shared.identity import CurrentIdentity
 from notification_service import service
 from notification_service.schemas import NotificationPage
@@ -21,8 +21,8 @@ async def list_notifications(
     sessions: Sessions,
     customer_id: Annotated[str | None, Query(description="admins only: one customer's")] = None,
     order_id: Annotated[uuid.UUID | None, Query(description="one order's notification")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> NotificationPage:
     """The caller's notifications, newest first."""
     return await service.list_notifications(

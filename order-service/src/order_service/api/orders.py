@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
-from mercato_shared.api import Autocommit, Sessions
+from mercato_shared.api import Autocommit, Limit, Offset, Sessions
 from mercato_shared.identity import CurrentIdentity
 from mercato_shared.problems import BadRequestError
 from order_service import service
@@ -66,8 +66,8 @@ async def list_orders(
     identity: CurrentIdentity,
     sessions: Sessions,
     customer_id: Annotated[str | None, Query(description="admins only: one customer's")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> OrderPage:
     """The caller's orders, newest first."""
     return await service.list_orders(
