@@ -91,6 +91,12 @@ class Gateway:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.refusals = Counter(
+            "gateway_http_refusals",
+            "Requests refused by the gateway's HTTP limits, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
         self.upstreams = UpstreamTable(
             [
                 Upstream(
@@ -349,10 +355,10 @@ def _log_access(
     )
 
 
-def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
-    """The gateway, wrapped in CORS handling when origins are configured."""
+def create_app(settings: GatewaySettings | None = None, gateway: Gateway | None = None) -> ASGIApp:
+    """The gateway (``gateway`` if given), wrapped in CORS handling when origins are set."""
     settings = settings or GatewaySettings()
-    gateway = Gateway(settings)
+    gateway = gateway or Gateway(settings)
     if not settings.cors_allow_origins:
         return instrument_asgi(gateway)
     return CORSMiddleware(
