@@ -1,12 +1,14 @@
-"""A real gateway process with short HTTP deadlines."""
+"""A real gateway process with short HTTP deadlines, and an upstream with headers on demand."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Self
 
 from tests.e2e.processes import Process
 from tests.infra import free_port
@@ -66,3 +68,42 @@ async def gateway_process(
         yield port
     finally:
         process.stop()
+
+
+class HeadersUpstream:
+    """An upstream answering ``.../count/<n>`` with n headers, ``.../size/<n>`` with a header
+    whose value is n bytes, each with a two-byte body, then closing."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            target = head.split(b" ", 2)[1].decode()
+            headers = [("Content-Length", "2"), ("Connection", "close")]
+            kind, _, number = target.rpartition("/")
+            if kind.endswith("/count"):
+                headers += [(f"x-h{i}", "v") for i in range(int(number) - len(headers))]
+            elif kind.endswith("/size"):
+                # Not first: aiohttp's C parser counts the name in only for the first header.
+                headers.append(("x-big", "v" * int(number)))
+            lines = ["HTTP/1.1 200 OK", *(f"{name}: {value}" for name, value in headers)]
+            writer.write(("\r\n".join(lines) + "\r\n\r\nok").encode())
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"

@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from tests.gateway.limits_support import SHORT_DEADLINES, gateway_process
+from tests.gateway.limits_support import SHORT_DEADLINES, HeadersUpstream, gateway_process
 from tests.gateway.rawhttp import closed, exchange, metric, read_answer, refusals, request
 from tests.gateway.support import EchoServer
 from tests.infra import eventually
@@ -33,8 +33,14 @@ async def echo():
 
 
 @pytest.fixture(scope="module")
-async def gateway(stack, keys, dev_secret, echo, tmp_path_factory):
-    routes = {"/api/v1/products": echo.url}
+async def headers_upstream():
+    async with HeadersUpstream() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def gateway(stack, keys, dev_secret, echo, headers_upstream, tmp_path_factory):
+    routes = {"/api/v1/products": echo.url, "/api/v1/notifications": headers_upstream.url}
     async with gateway_process(
         keys=keys,
         secret_file=dev_secret,
@@ -239,6 +245,28 @@ async def test_a_body_that_stalls_or_trickles_gets_408(gateway, reason, chunks, 
     finally:
         writer.close()
     assert (await refusals(gateway))[reason] == before + 1
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/api/v1/notifications/count/100", 200),
+        ("/api/v1/notifications/count/101", 502),
+        ("/api/v1/notifications/size/8192", 200),
+        ("/api/v1/notifications/size/8193", 502),
+    ],
+)
+async def test_upstream_answers_past_the_header_limits_are_502(gateway, path, status):
+    before = (await refusals(gateway)).get("upstream_headers_too_large", 0)
+    answer = await exchange(gateway, request(path))
+    assert answer.status == status, answer
+    after = (await refusals(gateway)).get("upstream_headers_too_large", 0)
+    if status == 502:
+        assert answer.problem()["type"] == "urn:mercato:problem:upstream-headers-too-large"
+        assert after == before + 1
+    else:
+        assert answer.body == b"ok"
+        assert after == before
 
 
 async def _slow_client(port: int, first: bytes, then: list[bytes]) -> tuple[int, bool]:

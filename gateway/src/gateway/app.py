@@ -152,9 +152,18 @@ class Gateway:
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
             trace_configs=client_trace_configs(),
+            # An upstream's answer with a longer status line or header, or more headers, is
+            # refused (a 502) rather than passed on to the client.
+            max_line_size=settings.upstream_max_header_bytes,
+            max_field_size=settings.upstream_max_header_bytes,
+            max_headers=settings.upstream_max_headers,
         ) as session:
             self._session = session
-            self._forwarder = Forwarder(session, max_body_bytes=settings.max_body_bytes)
+            self._forwarder = Forwarder(
+                session,
+                max_body_bytes=settings.max_body_bytes,
+                oversized_answers=self.refusals.labels("upstream_headers_too_large"),
+            )
             self._authenticator = Authenticator(settings.auth_issuers, lambda: session)
             self._limiter = RateLimiter(
                 redis,
