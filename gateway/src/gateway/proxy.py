@@ -159,7 +159,8 @@ def _may_retry(upstream: Upstream, tried: set[Instance], attempts_left: int) -> 
 
 def _oversized(exc: BaseException) -> bool:
     """Whether aiohttp refused an upstream's answer for a header's length or their number."""
-    # ClientResponseError, from the protocol's copy of the parser's own error.
+    # ClientResponseError, from the protocol's copy of the parser's own error; too many
+    # headers is a plain BadHttpMessage, told apart by its message only.
     cause = exc.__cause__.__cause__ if exc.__cause__ is not None else None
     return isinstance(cause, LineTooLong) or (
         isinstance(cause, BadHttpMessage) and cause.message == "Too many headers received"

@@ -166,6 +166,8 @@ class GatewaySettings(BaseSettings):
     body_rate_grace_seconds: float = Field(default=5.0, ge=0)
     keep_alive_timeout_seconds: int = Field(default=75, ge=1)
     max_connections: int = Field(default=1024, ge=1)
+    # An upstream's answer past these is a 502: a status line or one header's value, and
+    # the number of headers.
     upstream_max_header_bytes: int = Field(default=8192, ge=64)
     upstream_max_headers: int = Field(default=100, ge=1)
 
