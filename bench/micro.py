@@ -1,4 +1,5 @@
-"""Micro-benchmarks: the gateway's rate limiter beside plain Redis INCR, and breaker overhead.
+"""Micro-benchmarks: the gateway's rate limiter beside plain Redis INCR, breaker overhead, and
+the cost of the gateway's HTTP limits per request (``micro_limits``).
 
 The limiter runs as the gateway runs it: ``RateLimiter.check`` on a ``redis_client`` pool,
 on uvloop, with N concurrent callers. Beside it, in the same run and on a pool with the same
@@ -28,7 +29,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
-from bench import micro_breaker
+from bench import micro_breaker, micro_limits
 from bench.common import plot_path, save
 from gateway.ratelimit import LocalGcra, RateLimiter, RatePolicy, redis_client
 
@@ -420,7 +421,9 @@ async def _run() -> dict[str, Any]:
     ratelimit = await _ratelimit()
     print("  resilience guards", flush=True)
     breakers = await micro_breaker.measure()
-    return {"ratelimit": ratelimit, "breaker": breakers}
+    print("  HTTP limits in the server protocol", flush=True)
+    limits = await micro_limits.measure()
+    return {"ratelimit": ratelimit, "breaker": breakers, "limits": limits}
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ class _Server:
 
     def __init__(self) -> None:
         self.port = free_port()
+        # aiohttp's server parser limits (max_field_size, max_headers...), when tests need more.
+        self.handler_args: dict[str, Any] = {}
 
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
@@ -33,7 +35,7 @@ class _Server:
     async def __aenter__(self) -> Self:
         app = web.Application()
         self.routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, **self.handler_args)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
         return self

@@ -92,6 +92,12 @@ class Gateway:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.refusals = Counter(
+            "gateway_http_refusals",
+            "Requests refused by the gateway's HTTP limits, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
         self.upstreams = UpstreamTable(
             [
                 Upstream(
@@ -147,9 +153,18 @@ class Gateway:
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
             trace_configs=client_trace_configs(),
+            # An upstream's answer with a longer status line or header, or more headers, is
+            # refused (a 502) rather than passed on to the client.
+            max_line_size=settings.upstream_max_header_bytes,
+            max_field_size=settings.upstream_max_header_bytes,
+            max_headers=settings.upstream_max_headers,
         ) as session:
             self._session = session
-            self._forwarder = Forwarder(session, max_body_bytes=settings.max_body_bytes)
+            self._forwarder = Forwarder(
+                session,
+                max_body_bytes=settings.max_body_bytes,
+                oversized_answers=self.refusals.labels("upstream_headers_too_large"),
+            )
             self._authenticator = Authenticator(settings.auth_issuers, lambda: session)
             self._limiter = RateLimiter(
                 redis,
@@ -359,10 +374,10 @@ def _log_access(
     )
 
 
-def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
-    """The gateway, wrapped in CORS handling when origins are configured."""
+def create_app(settings: GatewaySettings | None = None, gateway: Gateway | None = None) -> ASGIApp:
+    """The gateway (``gateway`` if given), wrapped in CORS handling when origins are set."""
     settings = settings or GatewaySettings()
-    gateway = Gateway(settings)
+    gateway = gateway or Gateway(settings)
     if not settings.cors_allow_origins:
         return instrument_asgi(gateway)
     return CORSMiddleware(

@@ -4,7 +4,8 @@ import gc
 
 import uvicorn
 
-from gateway.app import create_app
+from gateway.app import Gateway, create_app
+from gateway.limits import server_options
 from gateway.settings import GatewaySettings
 from mercato_shared.logs import configure_logging
 from mercato_shared.tracing import setup_tracing
@@ -14,7 +15,8 @@ def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level)
     setup_tracing("gateway")
-    app = create_app(settings)
+    gateway = Gateway(settings)
+    app = create_app(settings, gateway)
     # The modules and the application built so far live as long as the process. Frozen, they
     # are left out of the collector's full passes, which otherwise walk some 100,000 objects
     # and stall every request in flight for tens of milliseconds.
@@ -29,5 +31,6 @@ def main() -> None:
         access_log=False,
         proxy_headers=False,
         loop="uvloop",
-        http="httptools",
+        # The HTTP limits: uvicorn's httptools protocol with the checks it lacks.
+        **server_options(settings, gateway.refusals),
     )

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from prometheus_client import Counter
 
 from gateway.asgi import Receive, Scope, Send, send_problem
 from gateway.upstreams import Instance, NoInstanceError, Upstream
@@ -155,10 +157,27 @@ def _may_retry(upstream: Upstream, tried: set[Instance], attempts_left: int) -> 
     )
 
 
+def _oversized(exc: BaseException) -> bool:
+    """Whether aiohttp refused an upstream's answer for a header's length or their number."""
+    # ClientResponseError, from the protocol's copy of the parser's own error; too many
+    # headers is a plain BadHttpMessage, told apart by its message only.
+    cause = exc.__cause__.__cause__ if exc.__cause__ is not None else None
+    return isinstance(cause, LineTooLong) or (
+        isinstance(cause, BadHttpMessage) and cause.message == "Too many headers received"
+    )
+
+
 class Forwarder:
-    def __init__(self, session: aiohttp.ClientSession, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        max_body_bytes: int,
+        oversized_answers: Counter | None = None,
+    ) -> None:
         self._session = session
         self._max_body = max_body_bytes
+        self._oversized_answers = oversized_answers
 
     async def forward(
         self,
@@ -325,6 +344,15 @@ class Forwarder:
         if isinstance(exc, TimeoutError):
             await send_problem(
                 send, 504, f"upstream {upstream.prefix} timed out", slug="upstream-timeout"
+            )
+        elif isinstance(exc, aiohttp.ClientResponseError) and _oversized(exc):
+            if self._oversized_answers is not None:
+                self._oversized_answers.inc()
+            await send_problem(
+                send,
+                502,
+                f"upstream {upstream.prefix} answered with headers over the gateway's limits",
+                slug="upstream-headers-too-large",
             )
         else:
             await send_problem(send, 502, f"upstream {upstream.prefix} failed", slug="bad-gateway")

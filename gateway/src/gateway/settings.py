@@ -154,6 +154,24 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=0)
     upstream_connections: int = Field(default=512, ge=1)
 
+    # HTTP limits, refused before routing (docs/gateway.md, "HTTP limits"). Header sizes count
+    # a header's name and value.
+    max_url_bytes: int = Field(default=8192, ge=64)
+    max_header_bytes: int = Field(default=8192, ge=64)
+    max_headers_bytes: int = Field(default=32_768, ge=64)
+    max_headers: int = Field(default=100, ge=1)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_idle_timeout_seconds: float = Field(default=60.0, gt=0)
+    # 0 turns the rate check off; the grace lets a slow start (TCP, a phone) catch up.
+    min_body_bytes_per_second: int = Field(default=240, ge=0)
+    body_rate_grace_seconds: float = Field(default=5.0, ge=0)
+    keep_alive_timeout_seconds: int = Field(default=75, ge=1)
+    max_connections: int = Field(default=1024, ge=1)
+    # An upstream's answer past these is a 502: a status line or one header's value, and
+    # the number of headers.
+    upstream_max_header_bytes: int = Field(default=8192, ge=64)
+    upstream_max_headers: int = Field(default=100, ge=1)
+
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     redis_timeout_seconds: float = Field(default=0.1, gt=0)
     # Lets several gateway deployments share one Redis without sharing limits.
