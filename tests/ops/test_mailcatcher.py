@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from mercato_ops.mailcatcher import MailCatcher, MailCatcherSettings
+from mercato_ops.mailcatcher_store import MailStore
 from tests.apps import assert_problem
 from tests.infra import eventually, free_port
 
@@ -252,3 +253,18 @@ async def test_a_store_that_cannot_be_written_asks_the_sender_to_retry(store, ca
         await send(catcher.smtp_port)
     assert refusal.value.code == 451
     assert catcher.store.deliveries() == []
+
+
+def test_the_store_reads_encoded_subjects_and_folded_ids(tmp_path):
+    store = MailStore(tmp_path / "mail.jsonl")
+    raw = (
+        b"From: shop@example.test\r\nTo: a@example.test\r\n"
+        b"Subject: =?utf-8?q?Commande_confirm=C3=A9e?=\r\n"
+        b"Message-ID:\r\n <order-1@example.test>\r\n\r\nbody\r\n"
+    )
+    delivery = store.add(sender="shop@example.test", recipients=["a@example.test"], raw=raw)
+    assert (delivery.subject, delivery.message_id) == (
+        "Commande confirmée",
+        "<order-1@example.test>",
+    )
+    assert MailStore(tmp_path / "mail.jsonl").deliveries()[0].subject == "Commande confirmée"

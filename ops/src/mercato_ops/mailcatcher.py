@@ -30,6 +30,7 @@ from mercato_ops.mailcatcher_web import create_web_app
 from mercato_shared.embedded import EmbeddedServer
 from mercato_shared.logs import configure_logging
 from mercato_shared.settings import DEV_STATE_DIR
+from mercato_shared.worker import loop_factory
 
 log = logging.getLogger(__name__)
 
@@ -236,4 +237,5 @@ def main(argv: list[str] | None = None) -> None:
     }
     settings = MailCatcherSettings(**overrides)
     configure_logging("mail-catcher", settings.log_level)
-    asyncio.run(serve(settings))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(serve(settings))

@@ -12,8 +12,9 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
-from email.policy import default as default_policy
+from email.policy import compat32
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +65,17 @@ class Delivery:
 
 
 def _headers(raw: bytes) -> tuple[str | None, str]:
-    """(Message-ID, decoded Subject) of a raw message; a missing header is None / ''."""
-    headers = BytesHeaderParser(policy=default_policy).parsebytes(raw)
+    """(Message-ID, decoded Subject) of a raw message; a missing header is None / ''.
+
+    compat32 parses the two headers as text, a fraction of the default policy's cost; the
+    Subject's encoded words (RFC 2047) are decoded on their own.
+    """
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
     message_id = headers.get("Message-ID")
     subject = headers.get("Subject")
     return (
         str(message_id).strip() if message_id is not None else None,
-        str(subject) if subject is not None else "",
+        str(make_header(decode_header(str(subject)))) if subject is not None else "",
     )
 
 

@@ -178,7 +178,7 @@ async def run_worker(spec: WorkerSpec) -> None:
         raise SystemExit(1)
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when installed (as for the apis under uvicorn), else asyncio's own loop.
 
     A worker's time goes mostly to the event loop's socket writes and polls, one of each per
@@ -196,7 +196,7 @@ def main(spec: WorkerSpec) -> None:
     configure_logging(f"{spec.settings.service_name}-worker", spec.settings.log_level)
     setup_tracing(f"{spec.settings.service_name}-worker")
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(run_worker(spec))
     finally:
         shutdown_tracing()
