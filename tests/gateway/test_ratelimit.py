@@ -337,6 +337,36 @@ async def test_one_round_trip_per_decision(redis_server, registry):
         await admin.aclose()
 
 
+async def test_a_refused_key_is_refused_without_redis_until_its_retry_time(redis_server, registry):
+    client = Redis.from_url(redis_server.url)
+    admin = Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        limiter = RateLimiter(client, key_prefix=random_prefix(), registry=registry)
+        policy = RatePolicy(name="small", quota=2, window_seconds=1)
+        assert [(await limiter.check(policy, "k")).allowed for _ in range(2)] == [True, True]
+        refused = await limiter.check(policy, "k")
+        assert (refused.allowed, refused.source) == (False, "redis")
+
+        await admin.config_resetstat()
+        remembered = [await limiter.check(policy, "k") for _ in range(20)]
+        assert {(d.allowed, d.source) for d in remembered} == {(False, "cached")}
+        assert all(0 < d.retry_after <= refused.retry_after for d in remembered)
+        assert all(d.retry_after < d.reset_after for d in remembered)
+        assert "cmdstat_evalsha" not in await admin.info("commandstats")
+        # Another key still asks Redis.
+        assert (await limiter.check(policy, "other")).source == "redis"
+
+        # At its retry time the key is Redis's to decide again, and one request fits.
+        async def admitted_again() -> bool:
+            decision = await limiter.check(policy, "k")
+            return decision.allowed and decision.source == "redis"
+
+        await eventually(admitted_again, within=5, interval=0.05)
+    finally:
+        await client.aclose()
+        await admin.aclose()
+
+
 async def test_local_fallback_during_an_outage_and_recovery(redis_server, registry, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
     client = redis_client(redis_server.url, timeout=0.1)

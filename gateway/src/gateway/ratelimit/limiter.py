@@ -165,6 +165,11 @@ class RateLimiter:
     refuses everything. The client should have short socket timeouts (see ``redis_client``).
     While degraded, at most one request per ``probe_interval`` seconds tries Redis, so an
     outage costs one timeout per probe rather than one per request.
+
+    A key Redis refused is refused here, without asking, until the time Redis said a request
+    would be admitted again: other processes' admissions can only move that time later, so
+    the remembered refusal never refuses what Redis would admit (by more than the round
+    trip it saves). A client hammering past its limit thus costs no Redis call per request.
     """
 
     def __init__(
@@ -176,6 +181,7 @@ class RateLimiter:
         registry: CollectorRegistry = REGISTRY,
         local: LocalGcra | None = None,
         probe_interval: float = 0.5,
+        max_refused: int = 100_000,
     ) -> None:
         self._script = redis.register_script(_script_source())
         self._on_redis_error = on_redis_error
@@ -186,6 +192,10 @@ class RateLimiter:
         self._degraded = False
         self._next_probe = 0.0
         self._decision_counters: dict[tuple[str, bool, str], Counter] = {}
+        # key -> (monotonic time a request is admitted again, seconds to full then).
+        self._refused: dict[str, tuple[float, float]] = {}
+        self._max_refused = max_refused
+        self._next_refused_sweep = 0.0
 
     @property
     def degraded(self) -> bool:
@@ -196,6 +206,21 @@ class RateLimiter:
         """Decide one request by ``subject`` (a user id or client IP) under ``policy``."""
         _check_cost(policy, cost)
         key = f"{self._key_prefix}{policy.name}:{subject}"
+        refused = self._refused.get(key)
+        if refused is not None:
+            now = time.monotonic()
+            if now < refused[0]:
+                return self._record(
+                    Decision(
+                        allowed=False,
+                        policy=policy,
+                        remaining=0,
+                        reset_after=refused[1] + refused[0] - now,
+                        retry_after=refused[0] - now,
+                        source="cached",
+                    )
+                )
+            del self._refused[key]
         if self._degraded:
             now = time.monotonic()
             if now < self._next_probe:
@@ -220,6 +245,9 @@ class RateLimiter:
             self._degraded = False
             log.info("Rate limiter reaches Redis again; limits are shared again")
         allowed, remaining, reset_us, retry_us = (int(value) for value in reply)
+        if not allowed and cost == 1:
+            # A refusal of a larger cost says nothing of when a single request may pass.
+            self._remember_refusal(key, retry_us / _MICROS, (reset_us - retry_us) / _MICROS)
         return self._record(
             Decision(
                 allowed=bool(allowed),
@@ -230,6 +258,18 @@ class RateLimiter:
                 source="redis",
             )
         )
+
+    def _remember_refusal(self, key: str, retry_after: float, full_after_retry: float) -> None:
+        now = time.monotonic()
+        if len(self._refused) >= self._max_refused:
+            # Many refused clients at once: forget the expired ones (a sweep at most once a
+            # second), then the oldest; forgetting only costs a Redis call.
+            if now >= self._next_refused_sweep:
+                self._refused = {k: v for k, v in self._refused.items() if v[0] > now}
+                self._next_refused_sweep = now + 1.0
+            while len(self._refused) >= self._max_refused:
+                del self._refused[next(iter(self._refused))]
+        self._refused[key] = (now + retry_after, full_after_retry)
 
     def _fallback(self, policy: RatePolicy, key: str, cost: int) -> Decision:
         if self._on_redis_error == "local":

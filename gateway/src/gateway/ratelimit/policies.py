@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Source = Literal["redis", "local", "none"]
+Source = Literal["redis", "cached", "local", "none"]
 
 _MICROS = 1_000_000
 
@@ -43,9 +43,10 @@ class RatePolicy(BaseModel):
 class Decision:
     """The answer to one request: admitted or not, and what the headers should say.
 
-    ``source`` says who decided: the shared Redis bucket, the in-process fallback while
-    Redis is unreachable, or nobody ("none": failing open or closed), in which case
-    ``remaining`` and ``reset_after`` are not measurements.
+    ``source`` says who decided: the shared Redis bucket, a refusal of Redis's remembered
+    until its retry time ("cached"), the in-process fallback while Redis is unreachable, or
+    nobody ("none": failing open or closed), in which case ``remaining`` and ``reset_after``
+    are not measurements.
     """
 
     allowed: bool
