@@ -23,6 +23,7 @@ class Tools:
     kustomize: Path
     keda_scaledobject_crd: Path
     compose_schema: Path
+    prometheus_rule_crd: Path
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +39,7 @@ def tools() -> Tools:
         kustomize=Path(found["KUSTOMIZE"]),
         keda_scaledobject_crd=Path(found["KEDA_SCALEDOBJECT_CRD"]),
         compose_schema=Path(found["COMPOSE_SCHEMA"]),
+        prometheus_rule_crd=Path(found["PROMETHEUS_RULE_CRD"]),
     )
 
 
