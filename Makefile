@@ -88,7 +88,7 @@ rules: ## Regenerate the Prometheus rules and the PrometheusRule from deploy/pro
 	$(UV) run --locked python deploy/prometheus/slo_rules.py rules > deploy/prometheus/rules.yml
 	$(UV) run --locked python deploy/prometheus/slo_rules.py k8s > deploy/k8s/base/prometheus-rules.yaml
 
-metrics: ## Install Debian's prometheus package (promtool for the rule tests; its service stays off)
+metrics: ## Install Debian's Prometheus (its service off) so make dev / make up run it on loopback
 	bash deploy/local/prometheus.sh install
 
 env-example: ## Regenerate .env.example from the settings classes

@@ -14,6 +14,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "deploy" / "tools" / "install.sh"
+PROMETHEUS = REPO / "deploy" / "local" / "prometheus.sh"
 K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
 
@@ -41,6 +42,24 @@ def tools() -> Tools:
         compose_schema=Path(found["COMPOSE_SCHEMA"]),
         prometheus_rule_crd=Path(found["PROMETHEUS_RULE_CRD"]),
     )
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """promtool, from Debian's prometheus package (installed once if missing)."""
+    result = subprocess.run(
+        ["bash", str(PROMETHEUS), "install"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"deploy/local/prometheus.sh install failed:\n{result.stderr}")
+    found = subprocess.run(
+        ["bash", str(PROMETHEUS), "promtool"], capture_output=True, text=True, check=True
+    )
+    return found.stdout.strip()
 
 
 def load_all(text: str) -> list[dict[str, Any]]:

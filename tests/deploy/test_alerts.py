@@ -22,7 +22,6 @@ from tests.deploy.test_observability import CONFIG, metric_names, registered_met
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"
 GENERATOR = REPO / "deploy" / "prometheus" / "slo_rules.py"
 PROMETHEUS_RULE = K8S / "base" / "prometheus-rules.yaml"
-INSTALL = REPO / "deploy" / "local" / "prometheus.sh"
 DOCS = REPO / "docs"
 ORDERS_POST = 'service="order", method="POST", route="/api/v1/orders"'
 
@@ -49,20 +48,6 @@ def _rules() -> list[dict[str, Any]]:
 
 def _alerts() -> dict[str, dict[str, Any]]:
     return {rule["alert"]: rule for rule in _rules() if "alert" in rule}
-
-
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    """promtool, from Debian's prometheus package (installed once if missing)."""
-    result = subprocess.run(
-        ["bash", str(INSTALL), "install"], capture_output=True, text=True, check=False, timeout=900
-    )
-    if result.returncode != 0:
-        pytest.fail(f"deploy/local/prometheus.sh install failed:\n{result.stderr}")
-    found = subprocess.run(
-        ["bash", str(INSTALL), "promtool"], capture_output=True, text=True, check=True
-    )
-    return found.stdout.strip()
 
 
 # --- the files ---------------------------------------------------------------------------
