@@ -128,9 +128,12 @@ class Check:
 
 @dataclass(frozen=True)
 class Case:
+    """Input series, the alerts expected of them and, optionally, recorded values at 10m."""
+
     name: str
     series: dict[str, str]
     checks: list[Check]
+    recorded: dict[str, float] = field(default_factory=dict)
 
 
 def _counter(name: str, labels: str) -> str:
@@ -180,6 +183,17 @@ def _burn(
 
 
 CASES = [
+    Case(
+        "recorded ratios: a tenth of the requests fail",
+        {API_OK: "0+90x20", API_5XX: "0+10x20", CONFIRMED: "0+10x20"},
+        [],
+        recorded={
+            'slo:sli_error:ratio_rate5m{slo="api-availability"}': 0.1,
+            # No bad outcome yet is a bad share of zero, not no answer.
+            'slo:sli_error:ratio_rate5m{slo="saga-completion"}': 0.0,
+            'slo:objective:ratio{slo="saga-completion"}': 0.995,
+        },
+    ),
     *_burn(
         "ApiAvailability",
         bad={API_OK: "0+100x180", API_5XX: "0+10x180"},
@@ -380,6 +394,14 @@ def _unit_test(case: Case) -> dict[str, Any]:
                         ],
                     }
                     for check in case.checks
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": expr,
+                        "eval_time": "10m",
+                        "exp_samples": [{"labels": expr, "value": value}],
+                    }
+                    for expr, value in case.recorded.items()
                 ],
             }
         ],
