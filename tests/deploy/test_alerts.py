@@ -16,6 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
+import order_service.app
+from gateway.settings import GatewaySettings
+from mercato_shared.events import CancelReason
+from order_service.settings import OrderSettings
 from tests.deploy.conftest import K8S, REPO
 from tests.deploy.test_observability import CONFIG, metric_names, registered_metrics
 
@@ -84,6 +88,18 @@ def test_rules_name_only_registered_metrics() -> None:
         assert names <= known, f"{where}: not exported by any process: {sorted(names - known)}"
         used |= names
     assert recorded <= used | {"slo:objective:ratio"}, "a recording rule no rule uses"
+
+
+def test_rules_filter_on_label_values_the_code_produces() -> None:
+    exprs = "\n".join(rule["expr"] for rule in _rules())
+    reasons = set(re.findall(r'reason=~"([^"]+)"', exprs)[0].split("|"))
+    assert reasons <= {str(reason) for reason in CancelReason}
+    assert set(re.findall(r'\bservice="([^"]+)"', exprs)) == {OrderSettings().service_name}
+    paths = order_service.app.create_app().openapi()["paths"]
+    assert set(re.findall(r'\broute="([^"]+)"', exprs)) <= paths.keys()
+    assert "/api/v1/orders" in {route.prefix for route in GatewaySettings().routes}
+    assert "post" in paths["/api/v1/orders"]
+    assert "201" in paths["/api/v1/orders"]["post"]["responses"]
 
 
 def test_compose_prometheus_loads_the_rules(compose: dict[str, Any]) -> None:
