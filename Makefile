@@ -9,7 +9,7 @@ SERVICES := deploy/local/services.sh
 PY_SOURCES := shared/src gateway/src order-service/src inventory-service/src ops/src deploy \
 	payment-service/src notification-service/src payment-sandbox/src tests bench
 
-.PHONY: help install dev up down status token demo check dlq stack-up stack-down traces trace test bench lint lint-types format env-example events clean images compose-test deploy-tools validate-deploy
+.PHONY: help install dev up down status token demo check dlq stack-up stack-down traces trace test bench lint lint-types format env-example events clean images compose-test deploy-tools validate-deploy rules metrics
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -83,6 +83,13 @@ format: install ## Format and autofix the Python code
 
 events: ## Regenerate the event catalogue in docs/events/ (refuses breaking changes)
 	$(UV) run --locked mercato events write
+
+rules: ## Regenerate the Prometheus rules and the PrometheusRule from deploy/prometheus/slo_rules.py
+	$(UV) run --locked python deploy/prometheus/slo_rules.py rules > deploy/prometheus/rules.yml
+	$(UV) run --locked python deploy/prometheus/slo_rules.py k8s > deploy/k8s/base/prometheus-rules.yaml
+
+metrics: ## Install Debian's Prometheus (its service off) so make dev / make up run it on loopback
+	bash deploy/local/prometheus.sh install
 
 env-example: ## Regenerate .env.example from the settings classes
 	$(UV) run --locked python deploy/env_example.py > .env.example

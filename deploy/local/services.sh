@@ -14,6 +14,10 @@ JAEGER="$STACK_DIR/jaeger.sh"
 # auto: trace into Jaeger when `make traces` has built it; on: build it first if missing
 # (several minutes, once); off: no trace backend, no exporter.
 MERCATO_TRACES="${MERCATO_TRACES:-auto}"
+PROMETHEUS="$STACK_DIR/prometheus.sh"
+# auto: run Prometheus when `make metrics` has installed it; on: install it first if
+# missing; off: no Prometheus.
+MERCATO_METRICS="${MERCATO_METRICS:-auto}"
 SERVICES=(order inventory payment notification)
 # process name -> health port (the port table of docs/architecture.md)
 declare -A PORTS=(
@@ -34,13 +38,14 @@ usage() {
 usage: $(basename "$0") {run|start|stop|status|env}
 
   run     start everything (servers, migrations, demo catalogue, processes and,
-          when built, Jaeger) and stay in the foreground following the logs;
-          Ctrl-C stops it all
+          when installed, Jaeger and Prometheus) and stay in the foreground
+          following the logs; Ctrl-C stops it all
   start   the same, in the background
-  stop    stop the processes, then Jaeger and the servers
+  stop    stop the processes, then Jaeger, Prometheus and the servers
   status  one line per process and server
   env     print, as export lines, the environment start gives the processes
-Logs: $LOG_DIR   Traces: MERCATO_TRACES=$MERCATO_TRACES (auto, on or off)
+Logs: $LOG_DIR   Traces: MERCATO_TRACES=$MERCATO_TRACES   Metrics: MERCATO_METRICS=$MERCATO_METRICS
+(each auto, on or off)
 USAGE
     exit 2
 }
@@ -132,6 +137,31 @@ start_traces() {
     fi
 }
 
+# Whether start runs Prometheus: not when metrics are off, nor before `make metrics` has
+# installed it (unless MERCATO_METRICS=on, which installs it).
+prometheus_wanted() {
+    case $MERCATO_METRICS in
+    off) return 1 ;;
+    on) return 0 ;;
+    *) bash "$PROMETHEUS" installed ;;
+    esac
+}
+
+METRICS_NOTE=
+start_metrics() {
+    if [[ $MERCATO_METRICS == off ]]; then
+        METRICS_NOTE="Prometheus off (MERCATO_METRICS=off)"
+    elif ! prometheus_wanted; then
+        METRICS_NOTE="Prometheus off: 'make metrics' installs it, then restart"
+    elif bash "$PROMETHEUS" install && bash "$PROMETHEUS" start; then
+        METRICS_NOTE="Prometheus $(bash "$PROMETHEUS" url)   (alerts: /alerts, the rules of deploy/prometheus/rules.yml)"
+    else
+        warn "Prometheus did not start; running without it (log: $LOG_DIR/prometheus.log)"
+        METRICS_NOTE="Prometheus off: it did not start (log: $LOG_DIR/prometheus.log)"
+        MERCATO_METRICS=off
+    fi
+}
+
 migrate() {
     local svc args
     for svc in "${SERVICES[@]}"; do
@@ -187,6 +217,7 @@ cmd_start() {
     bash "$STACK_DIR/stack.sh" start
     ensure_keys
     start_traces
+    start_metrics
     export_env
     migrate
     local name
@@ -209,6 +240,7 @@ Mercato is running on loopback:
   traces            $traces
   mail catcher      http://127.0.0.1:8025        (SMTP on 127.0.0.1:1025)
   metrics           http://127.0.0.1:8080/metrics, :8001-8004/metrics (apis), :9101-9104/metrics (workers)
+                    $METRICS_NOTE
   service APIs      http://127.0.0.1:8001-8004/docs   (they require the gateway's identity header)
   worker health     http://127.0.0.1:9101-9104/readyz
   payment sandbox   http://127.0.0.1:8090/docs   (ledger: /v1/ledger)
@@ -233,6 +265,7 @@ cmd_stop() {
     for ((i = ${#PROCESSES[@]} - 1; i >= 0; i--)); do stop_process "${PROCESSES[i]}"; done
     # After the processes, which flush their last spans as they exit.
     bash "$JAEGER" stop
+    bash "$PROMETHEUS" stop
     bash "$STACK_DIR/stack.sh" stop
 }
 
@@ -249,6 +282,7 @@ cmd_status() {
     done
     # Jaeger not running only counts as a failure where start would have run it.
     bash "$JAEGER" status || { jaeger_wanted && rc=1; }
+    bash "$PROMETHEUS" status || { prometheus_wanted && rc=1; }
     bash "$STACK_DIR/stack.sh" status || rc=1
     return "$rc"
 }

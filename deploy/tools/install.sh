@@ -3,6 +3,7 @@
 #   kustomize          (go install, pinned)      -> $TOOLS_DIR/bin/kustomize
 #   KEDA's Go module   (go mod download, pinned) -> ScaledObject CRD schema
 #   compose-go module  (go mod download, pinned) -> Compose specification schema
+#   prometheus-operator module (go mod download, pinned) -> PrometheusRule CRD schema
 # Idempotent: a second run only checks that everything is in place. Prints the
 # locations as KEY=VALUE lines for the tests to read.
 set -euo pipefail
@@ -10,6 +11,7 @@ set -euo pipefail
 KUSTOMIZE_VERSION=v5.8.1
 KEDA_VERSION=v2.16.1
 COMPOSE_GO_VERSION=v2.9.1
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
 
 STATE_DIR="${MERCATO_STATE_DIR:-/var/tmp/mercato}"
 TOOLS_DIR="${MERCATO_TOOLS_DIR:-$STATE_DIR/tools}"
@@ -41,12 +43,15 @@ module_dir() {
 
 keda_dir="$(module_dir github.com/kedacore/keda/v2 "$KEDA_VERSION")"
 compose_dir="$(module_dir github.com/compose-spec/compose-go/v2 "$COMPOSE_GO_VERSION")"
+operator_dir="$(module_dir github.com/prometheus-operator/prometheus-operator "$PROMETHEUS_OPERATOR_VERSION")"
 keda_crd="$keda_dir/config/crd/bases/keda.sh_scaledobjects.yaml"
 compose_schema="$compose_dir/schema/compose-spec.json"
-for file in "$keda_crd" "$compose_schema"; do
+rule_crd="$operator_dir/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml"
+for file in "$keda_crd" "$compose_schema" "$rule_crd"; do
     [[ -s $file ]] || { echo "install.sh: $file is missing" >&2; exit 1; }
 done
 
 echo "KUSTOMIZE=$kustomize"
 echo "KEDA_SCALEDOBJECT_CRD=$keda_crd"
 echo "COMPOSE_SCHEMA=$compose_schema"
+echo "PROMETHEUS_RULE_CRD=$rule_crd"

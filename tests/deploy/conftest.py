@@ -14,6 +14,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "deploy" / "tools" / "install.sh"
+PROMETHEUS = REPO / "deploy" / "local" / "prometheus.sh"
 K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
 
@@ -23,6 +24,7 @@ class Tools:
     kustomize: Path
     keda_scaledobject_crd: Path
     compose_schema: Path
+    prometheus_rule_crd: Path
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +40,26 @@ def tools() -> Tools:
         kustomize=Path(found["KUSTOMIZE"]),
         keda_scaledobject_crd=Path(found["KEDA_SCALEDOBJECT_CRD"]),
         compose_schema=Path(found["COMPOSE_SCHEMA"]),
+        prometheus_rule_crd=Path(found["PROMETHEUS_RULE_CRD"]),
     )
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """promtool, from Debian's prometheus package (installed once if missing)."""
+    result = subprocess.run(
+        ["bash", str(PROMETHEUS), "install"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"deploy/local/prometheus.sh install failed:\n{result.stderr}")
+    found = subprocess.run(
+        ["bash", str(PROMETHEUS), "promtool"], capture_output=True, text=True, check=True
+    )
+    return found.stdout.strip()
 
 
 def load_all(text: str) -> list[dict[str, Any]]:

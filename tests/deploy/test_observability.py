@@ -71,8 +71,7 @@ def _families(families: Iterable[Metric]) -> dict[str, set[str]]:
     return {f.name: {f.name + suffix for suffix in SUFFIXES[f.type]} for f in families}
 
 
-@pytest.fixture(scope="module")
-def registered() -> dict[str, set[str]]:
+def registered_metrics() -> dict[str, set[str]]:
     """Every metric family the apis, the workers and the gateway export."""
     shared = [v for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)]
     families = _families(family for metric in shared for family in metric.describe())
@@ -86,6 +85,12 @@ def registered() -> dict[str, set[str]]:
     families |= _families(registry.collect())
     assert {"mercato_http_requests", "gateway_requests"} <= families.keys()
     return families
+
+
+@pytest.fixture(scope="module")
+def registered() -> dict[str, set[str]]:
+    """Every metric family the apis, the workers and the gateway export."""
+    return registered_metrics()
 
 
 def metric_names(expr: str) -> set[str]:
