@@ -240,8 +240,9 @@ OTHER_ALERTS = (
     _alert(
         "RateLimitRedisFallback",
         (
-            'sum by (instance, source) (rate(gateway_ratelimit_decisions_total{source!="redis"}'
-            "[5m])) > 0\n"
+            # "cached" is a refusal Redis gave, remembered: Redis still decides.
+            "sum by (instance, source) (rate(gateway_ratelimit_decisions_total"
+            '{source=~"local|none"}[5m])) > 0\n'
         ),
         duration="2m",
         severity="ticket",

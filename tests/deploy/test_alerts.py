@@ -383,6 +383,14 @@ CASES = [
         },
         [Check("10m", "RateLimitRedisFallback")],
     ),
+    Case(
+        "RateLimitRedisFallback: refusals Redis gave, remembered by the gateway",
+        {
+            'gateway_ratelimit_decisions_total{instance="gateway:8080", policy="user", '
+            'decision="refused", source="cached"}': "0+50x20",
+        },
+        [Check("10m", "RateLimitRedisFallback")],
+    ),
 ]
 
 
