@@ -62,7 +62,14 @@ async def test_the_signing_key_rotates_without_a_refused_request(
                 ]
             ),
             "GATEWAY_ROUTES": json.dumps(
-                [{"prefix": ORDERS, "upstreams": [f"http://127.0.0.1:{order_port}"]}]
+                # Not rate limited: the traffic below is far above a customer's quota.
+                [
+                    {
+                        "prefix": ORDERS,
+                        "upstreams": [f"http://127.0.0.1:{order_port}"],
+                        "rate_limited": False,
+                    }
+                ]
             ),
         },
         health_port=gateway_port,
