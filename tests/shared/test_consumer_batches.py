@@ -5,6 +5,7 @@ import asyncio
 import uuid
 
 import pytest
+from aiokafka import TopicPartition
 from sqlalchemy import func, select, text
 
 from mercato_shared.consumer import is_transient
@@ -12,6 +13,7 @@ from mercato_shared.db import serial, transaction
 from mercato_shared.events import Envelope, OrderCreated
 from mercato_shared.outbox import add_event
 from order_service.models import inbox, outbox
+from tests.infra import eventually
 from tests.kafka_tools import read_topic
 from tests.shared.support import consumer_env, consumer_for, run_until
 
@@ -277,3 +279,26 @@ async def test_lock_batch_runs_first_with_the_new_events_only(env):
     await run_until(consumer, both_read, within=60)
     # The redelivered event is neither locked for nor stepped; the new one, lock first.
     assert calls == [("lock", [fresh.id]), ("step", [fresh.id])]
+
+
+async def test_an_offset_of_a_partition_revoked_mid_batch_is_not_committed(env):
+    """A rebalance can revoke a partition while its batch is still being handled; the batch
+    then ends after the revocation's commit, and its offset belongs to another member."""
+    settings, sessions, producer = env
+    await _publish_all(settings, producer, [_envelope()])
+    consumer = consumer_for(settings, sessions, producer, Effects())
+
+    async def handled():
+        return consumer.processed == 1
+
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(handled)
+        revoked = TopicPartition(settings.topic("orders"), 7)  # not this member's
+        consumer._pending[revoked] = 42
+        await consumer.commit_pending()
+        assert not task.done()
+        assert consumer._pending == {}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import TopicPartition
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
@@ -300,11 +300,18 @@ class EventConsumer:
         if not self._pending or self._consumer is None:
             return
         offsets, self._pending = self._pending, {}
+        # A batch still being handled when a rebalance revoked its partition finishes after
+        # the revocation's own commit: its offset is no longer this member's to commit. The
+        # partition's new owner re-reads from the last commit, and the inbox makes the
+        # repeat harmless.
+        assigned = self._consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not offsets:
+            return
         try:
             await self._consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # The partition moved to another member; it re-reads from the last commit and the
-            # inbox makes the repeat harmless.
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The same, when the partition moved while the commit was on its way.
             log.warning("offset commit refused after a rebalance: %s", exc)
 
     async def _handle_batch(self, events: list[_Event]) -> None:
