@@ -282,7 +282,8 @@ async def _longest_pause(system, service, since, until):
     finally:
         await engine.dispose()
     # From the step to the first event, then between events: a run's quiet end is no pause.
-    return max((b - a).total_seconds() for a, b in itertools.pairwise([since, *times]))
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise([since, *times])]
+    return max(gaps, default=(until - since).total_seconds())
 
 
 @pytest.mark.timeout(480)  # a run of 1,000 orders, five times the other scenarios' 200
