@@ -302,3 +302,35 @@ async def test_an_offset_of_a_partition_revoked_mid_batch_is_not_committed(env):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_events_before_one_failing_transiently_commit_meanwhile(env):
+    """An event whose remote call keeps failing (transiently) holds its partition, but the
+    events fetched before it in its batch commit without waiting for it."""
+    settings, sessions, producer = env
+    batch = [_envelope() for _ in range(4)]
+    stuck = batch[-1]
+    await _publish_all(settings, producer, batch)
+    outage = asyncio.Event()
+    outage.set()
+    effects = Effects()
+
+    async def handler(session, envelope):
+        if envelope.id == stuck.id and outage.is_set():
+            raise ConnectionError("the processor does not answer")
+        await effects(session, envelope)
+
+    consumer = consumer_for(settings, sessions, producer, handler)
+
+    async def others_committed():
+        done = await _effects_per_order(sessions)
+        return {e.order_id for e in batch if e is not stuck} <= done.keys()
+
+    async def all_done():
+        if await others_committed():
+            outage.clear()  # the processor answers again
+        return consumer.processed == 4
+
+    await run_until(consumer, all_done, within=60)
+    assert await _effects_per_order(sessions) == {e.order_id: 1 for e in batch}
+    assert consumer.dead_lettered == 0

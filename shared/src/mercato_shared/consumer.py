@@ -12,11 +12,12 @@ The handler contract (docs/saga.md says the same for the saga's steps):
   time by other partitions' batches or other workers; row locks serialise what they share.
 - Each event's handler runs at most once per committed transaction, and exactly once over
   redeliveries: the inbox records the event's id with its effects. A handler that raises
-  rolls back the whole batch; the consumer then retries (a transient failure), or splits the
-  batch until the failing event stands alone, retries it, and dead-letters it after
-  ``consumer_max_attempts``. Its neighbours are applied once, in a later transaction, so a
-  handler may run more than once for an event before one of its transactions commits: its
-  effects outside the database (a card authorization, a mail) must be idempotent.
+  rolls back the whole batch; the consumer then splits the batch until the failing event
+  stands alone and retries it: without limit for a transient failure, else up to
+  ``consumer_max_attempts`` before dead-lettering it. Its neighbours are applied once, in a
+  later transaction, so a handler may run more than once for an event before one of its
+  transactions commits: its effects outside the database (a card authorization, a mail)
+  must be idempotent.
 - A service whose steps of different orders share rows gives a ``lock_batch``, which locks
   them for the whole batch, in one order, before the first step runs.
 - With ``concurrency`` above 1, the events of different orders in one batch run at the same
@@ -317,11 +318,14 @@ class EventConsumer:
     async def _handle_batch(self, events: list[_Event]) -> None:
         """Apply ``events`` in one transaction; split the batch to isolate a failing event.
 
-        A transient failure (the database or the network) retries the whole batch, holding
-        the partition, as nothing about the events is wrong. Any other failure rolls the
-        transaction back, so none of its events took effect: the batch is split in two and
-        each half applied on its own, in order, down to the one event that fails, which gets
-        its retries and is then dead-lettered while its neighbours are applied once each.
+        Any failure rolls the transaction back, so none of its events took effect. A batch of
+        several events is then split in two and each half applied on its own, in order.
+        A transient failure (the database, the network, a remote service) of a single event
+        retries it with backoff, holding the partition, as nothing about the event is wrong;
+        splitting first lets the events before it commit meanwhile, which matters when each
+        event makes a remote call that fails now and then: a whole batch would need every call
+        to succeed in one attempt. Any other failure of a single event gets its retries, and the
+        event is then dead-lettered while its neighbours are applied once each.
         """
         started = time.perf_counter()
         attempt = 0
@@ -330,6 +334,12 @@ class EventConsumer:
             try:
                 ran = await self._apply(events)
             except Exception as exc:
+                if len(events) > 1:
+                    log.warning("%s failed, splitting it: %s", _describe(events), exc)
+                    middle = len(events) // 2
+                    await self._handle_batch(events[:middle])
+                    await self._handle_batch(events[middle:])
+                    return
                 if is_transient(exc):
                     delay = backoff_delay(
                         attempt,
@@ -339,12 +349,6 @@ class EventConsumer:
                     log.warning("%s: transient failure, retrying: %s", _describe(events), exc)
                     await asyncio.sleep(delay)
                     continue
-                if len(events) > 1:
-                    log.warning("%s failed, splitting it: %s", _describe(events), exc)
-                    middle = len(events) // 2
-                    await self._handle_batch(events[:middle])
-                    await self._handle_batch(events[middle:])
-                    return
                 if attempt >= self._settings.consumer_max_attempts:
                     log.exception("%s failed %d times, dead-lettering", _describe(events), attempt)
                     await self._dead_letter(events[0].record, exc)
