@@ -50,13 +50,12 @@ async def test_the_consumer_confirms_once_however_often_a_reply_arrives(
     )
     task = asyncio.create_task(consumer.run())
     try:
+        # Replies on different topics may arrive in either order; this test wants both steps.
         await _publish(producer, settings, order_id, RESERVED)
 
         async def reserved():
             return consumer.processed == 1
 
-        # The two replies travel on different topics, which Kafka does not order between
-        # them; in the saga the payment follows the reservation, so the test waits for it.
         await eventually(reserved)
         authorized = await _publish(producer, settings, order_id, AUTHORIZED)
         # Redelivered, as after a rebalance: the same event id once more.

@@ -130,7 +130,7 @@ async def ledger_entries(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]
 
 async def run_check(settings: OpsSettings) -> Report:
     """Gather everything, then judge; network or database errors propagate."""
-    (orders,), inventory, (reservations,), (notifications,) = await asyncio.gather(
+    (orders,), (*stock, reservations), (notifications,) = await asyncio.gather(
         _rows(
             settings.order_database_url.get_secret_value(),
             "SELECT id::text AS id, status, amount FROM orders",
@@ -140,8 +140,8 @@ async def run_check(settings: OpsSettings) -> Report:
             _STOCK_TALLIES,
             _MISMATCHED_RESERVATIONS,
             _ORDERS_WITHOUT_RESERVATIONS,
+            _RESERVATIONS,
         ),
-        _rows(settings.inventory_database_url.get_secret_value(), _RESERVATIONS),
         _rows(
             settings.notification_database_url.get_secret_value(),
             "SELECT order_id::text AS order_id, message_id, sent_at FROM notifications",
@@ -154,7 +154,7 @@ async def run_check(settings: OpsSettings) -> Report:
 
     report = Report()
     _check_orders(report, orders)
-    report.violations += _judge_inventory(*inventory)
+    report.violations += _judge_inventory(*stock)
     _check_stock(report, orders, reservations)
     _check_money(report, orders, ledger)
     report.violations += await payment_violations(
