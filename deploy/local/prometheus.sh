@@ -20,8 +20,8 @@ PROMETHEUS_CONF="$PROMETHEUS_DIR/prometheus.yml"
 PROMETHEUS_LOG="$LOG_DIR/prometheus.log"
 PROMETHEUS_PIDFILE="$RUN_DIR/prometheus.pid"
 PROMETHEUS_URL="http://$BIND_ADDR:$MERCATO_PROMETHEUS_PORT"
-# What services.sh starts, by scrape job, as process=port (DESIGN.md's table; a test keeps
-# it in step with services.sh).
+# What services.sh starts, by scrape job, as process=port (the ports of docs/architecture.md;
+# a test keeps it in step with services.sh).
 GATEWAY_TARGETS=(gateway=8080)
 API_TARGETS=(order-api=8001 inventory-api=8002 payment-api=8003 notification-api=8004)
 WORKER_TARGETS=(order-worker=9101 inventory-worker=9102 payment-worker=9103 notification-worker=9104)
