@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httptools
@@ -102,6 +102,38 @@ def refusals(settings: GatewaySettings, counter: Counter) -> dict[str, Refusal]:
     return out
 
 
+class _Deadlines:
+    """The connections of one server, their deadlines checked by one sweep per interval.
+
+    One timer per request (armed at its first byte, cancelled at its last) cost more than
+    the checks themselves: about 11 µs of CPU per GET and 26 µs per POST, against 28 and 33
+    for uvicorn's whole protocol. A sweep costs a comparison per connection per interval.
+    """
+
+    def __init__(self) -> None:
+        self.watched: set[LimitedHttpToolsProtocol] = set()
+        self._sweep: asyncio.TimerHandle | None = None
+
+    def watch(self, protocol: LimitedHttpToolsProtocol) -> None:
+        self.watched.add(protocol)
+        if self._sweep is None:
+            self._schedule(protocol.loop, protocol.limits.sweep_interval)
+
+    def unwatch(self, protocol: LimitedHttpToolsProtocol) -> None:
+        self.watched.discard(protocol)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self._sweep = loop.call_later(interval, self._check, loop, interval)
+
+    def _check(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self._sweep = None
+        now = loop.time()
+        for protocol in list(self.watched):
+            protocol.check_deadlines(now)
+        if self.watched:
+            self._schedule(loop, interval)
+
+
 @dataclass(frozen=True)
 class Limits:
     """The numbers the protocol checks, read once from the settings."""
@@ -119,6 +151,10 @@ class Limits:
     body_grace: float
     max_connections: int
     refusals: dict[str, Refusal]
+    # How often the open connections' deadlines are checked: a quarter of the shortest, so a
+    # deadline is enforced at most that late, and never early.
+    sweep_interval: float
+    deadlines: _Deadlines = field(default_factory=lambda: _Deadlines())
 
     @classmethod
     def of(cls, settings: GatewaySettings, counter: Counter) -> Limits:
@@ -137,6 +173,12 @@ class Limits:
             body_grace=settings.body_rate_grace_seconds,
             max_connections=settings.max_connections,
             refusals=refusals(settings, counter),
+            sweep_interval=min(
+                1.0,
+                settings.header_timeout_seconds / 4,
+                settings.body_idle_timeout_seconds / 4,
+                settings.body_rate_grace_seconds / 4,
+            ),
         )
 
 
@@ -144,8 +186,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, refusing what exceeds the gateway's HTTP limits.
 
     A request's head is timed from the connection (first request) or its first byte (later
-    ones), and measured in ``on_url`` and ``on_header``; its body is watched by one timer
-    that fires only at the next deadline, not once per chunk.
+    ones), and measured in ``on_url`` and ``on_header``; its body's pace is noted as it
+    arrives. The deadlines are checked by the server's sweep (``_Deadlines``), not by a
+    timer per request.
     """
 
     limits: Limits
@@ -161,14 +204,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._refused = False
         # Between a message's first byte and its complete headers.
         self._in_head = False
-        self._head_started = 0.0
+        # When the head must be complete; 0 while no head is awaited.
+        self._head_deadline = 0.0
         self._head_bytes = 0
         self._headers_bytes = 0
         self._header_count = 0
-        self._head_timer: asyncio.TimerHandle | None = None
-        # Between complete headers and a complete body.
+        # Between complete headers and a complete body; the clock starts at its first bytes.
         self._in_body = False
-        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_clock = False
         self._body_started = 0.0
         self._body_last = 0.0
         self._body_bytes = 0
@@ -181,13 +224,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.connections.discard(self)
             self._refuse("too_many_connections")
             return
-        self._head_started = self.loop.time()
-        self._head_timer = self.loop.call_at(
-            self._head_started + self.limits.header_timeout, self._header_timeout
-        )
+        self._head_deadline = self.loop.time() + self.limits.header_timeout
+        self.limits.deadlines.watch(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timers()
+        self.limits.deadlines.unwatch(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -213,22 +254,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # this bound is coarse by one read; the exact ones are in the callbacks.
             if self._head_bytes > self.limits.max_head:
                 self._refuse("headers_too_large")
-            elif self._head_timer is None:
-                self._head_timer = self.loop.call_at(
-                    self._head_started + self.limits.header_timeout, self._header_timeout
-                )
         elif self._in_body:
-            if self._body_timer is None:
-                self._start_body_clock()
-            else:
-                self._body_last = self.loop.time()
+            now = self.loop.time()
+            if not self._body_clock:
+                self._body_clock = True
+                self._body_started = now
+            self._body_last = now
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = self._headers_bytes = self._header_count = 0
-        if self._head_timer is None:
-            self._head_started = self.loop.time()
+        if not self._head_deadline:
+            self._head_deadline = self.loop.time() + self.limits.header_timeout
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -250,15 +288,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_deadline = 0.0
         # Tasks can outlive their connections; past the limit uvicorn would answer with a
         # plain-text 503 of its own.
         if self.limit_concurrency is not None and len(self.tasks) >= self.limit_concurrency:
             raise _RefusedError("too_many_connections")
         super().on_headers_complete()
         self._in_body = True
+        self._body_clock = False
         self._body_bytes = 0
 
     def on_body(self, body: bytes) -> None:
@@ -267,31 +304,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_body = False
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
         super().on_message_complete()
 
-    def _start_body_clock(self) -> None:
-        self._body_started = self._body_last = self.loop.time()
-        self._arm_body_timer(self._body_started)
-
-    def _arm_body_timer(self, now: float) -> None:
-        limits = self.limits
-        due = self._body_last + limits.body_idle
-        if limits.min_body_rate:
-            # When the rate would fall below the minimum if nothing more arrived.
-            starved = self._body_started + self._body_bytes / limits.min_body_rate
-            due = min(due, max(self._body_started + limits.body_grace, starved))
-        # A deadline met exactly is not missed; the next check comes just after it.
-        self._body_timer = self.loop.call_at(max(due, now) + 0.01, self._check_body)
-
-    def _check_body(self) -> None:
-        self._body_timer = None
-        if not self._in_body or self._refused:
+    def check_deadlines(self, now: float) -> None:
+        """Refuse the request whose head or body is late; called by the server's sweep."""
+        if self._refused:
             return
+        if self._head_deadline and now >= self._head_deadline:
+            self._header_timeout()
+        elif self._in_body and self._body_clock:
+            self._check_body(now)
+
+    def _check_body(self, now: float) -> None:
         limits = self.limits
-        now = self.loop.time()
         waiting = self.cycle is not None and self.cycle.waiting_for_100_continue
         if self.flow.read_paused or waiting:
             # The gateway is not reading (its upstream is slower than the client, or it has
@@ -300,18 +325,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._body_bytes = 0
         elif now - self._body_last >= limits.body_idle:
             self._refuse("body_timeout")
-            return
         elif (
             limits.min_body_rate
             and now - self._body_started >= limits.body_grace
             and self._body_bytes < limits.min_body_rate * (now - self._body_started)
         ):
             self._refuse("body_too_slow")
-            return
-        self._arm_body_timer(now)
 
     def _header_timeout(self) -> None:
-        self._head_timer = None
+        self._head_deadline = 0.0
         if self._in_head:
             self._refuse("header_timeout")
         elif not self._refused and self.cycle is None:
@@ -319,12 +341,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # keep-alive connection, but counted.
             self.limits.refusals["header_timeout"].counter.inc()
             self.transport.close()
-
-    def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._body_timer):
-            if timer is not None:
-                timer.cancel()
-        self._head_timer = self._body_timer = None
 
     def _refuse(self, reason: str) -> None:
         """Answer with the reason's problem unless an answer has begun, then close."""
@@ -340,7 +356,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             answerable = cycle is None or cycle.response_complete
         self._refused = True
         self._in_head = self._in_body = False
-        self._cancel_timers()
+        self._head_deadline = 0.0
         self._unset_keepalive_if_required()
         if cycle is not None and not cycle.response_complete:
             # What the application sends from now on is dropped, and it reads a disconnect.
