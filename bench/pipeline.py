@@ -73,7 +73,7 @@ SCALING_GROWTH = 1.25
 SCALING_MAX_STEPS = 3
 BURST_REPLICAS = 2
 AIM_FRACTION = 0.5
-AIM_P99_MS = 500.0
+AIM_P99_MS = 250.0
 AIM_CPU_MS_PER_SAGA = 8.0
 
 
@@ -287,7 +287,7 @@ def _saturation_result(series: dict[str, Any], bound: dict[str, Any]) -> dict[st
         },
         "aims": {
             "fraction_of_bound_at_least_half": fraction >= AIM_FRACTION,
-            "p99_under_500ms_at_half_saturation": half_p99 < AIM_P99_MS,
+            "p99_at_most_250ms_at_half_saturation": half_p99 <= AIM_P99_MS,
             "mercato_cpu_ms_per_saga_at_most_8": cpu is not None and cpu <= AIM_CPU_MS_PER_SAGA,
         },
         "limit": _limit(steps, bound),
