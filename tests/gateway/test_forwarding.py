@@ -138,6 +138,19 @@ async def test_prefix_matches_whole_segments_only(client, upstreams):
     assert all(not upstream.requests for upstream in upstreams)
 
 
+async def test_an_unknown_path_says_where_the_api_is(client, upstreams):
+    # The URL of tutorials that leave out the version prefix.
+    body = assert_problem(await client.post("/orders", json={"lines": []}), 404)
+    assert body["detail"] == (
+        "no route for /orders; the API's routes start with /api/v1/notifications,"
+        " /api/v1/orders, /api/v1/payments, /api/v1/products"
+    )
+    # The gateway's own endpoints and their other answers are unchanged.
+    assert (await client.get("/healthz")).status_code == 200
+    assert_problem(await client.post("/healthz"), 405)
+    assert all(not upstream.requests for upstream in upstreams)
+
+
 async def test_body_over_the_limit_is_refused(client, upstreams, bearer):
     declared = await client.post("/api/v1/orders", content=b"x" * 1025, headers=bearer)
     assert_problem(declared, 413)

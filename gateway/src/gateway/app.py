@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
 import aiohttp
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
@@ -33,7 +34,7 @@ from mercato_shared.identity import IDENTITY_HEADER, Identity
 from mercato_shared.identity_keys import SigningKeyFile
 from mercato_shared.logs import LineLogger
 from mercato_shared.metrics import StatusRecorder, expose_metrics
-from mercato_shared.problems import install_problem_handlers
+from mercato_shared.problems import install_problem_handlers, problem_response
 from mercato_shared.resilience import BreakerState, RetryBudget
 from mercato_shared.tracing import FASTAPI_TELEMETRY, instrument_asgi
 from mercato_shared.tracing import enabled as tracing_enabled
@@ -125,9 +126,18 @@ class Gateway:
             title="Mercato gateway", lifespan=self._lifespan, telemetry=FASTAPI_TELEMETRY
         )
         install_problem_handlers(self.admin)
+        self.admin.add_exception_handler(404, self._unknown_path)
         # Ready without Redis too: rate limiting then falls back per process.
         self.admin.include_router(health_router({}))
         expose_metrics(self.admin, self.registry)
+
+    async def _unknown_path(self, request: Request, _: Exception) -> JSONResponse:
+        """A path no route serves: a 404 that says where the API is, for a guessed URL."""
+        prefixes = ", ".join(sorted(upstream.prefix for upstream in self.upstreams))
+        return problem_response(
+            404,
+            detail=f"no route for {request.url.path}; the API's routes start with {prefixes}",
+        )
 
     def _on_breaker_transition(self, name: str, _: BreakerState, to: BreakerState) -> None:
         log.warning("breaker of %s is now %s", name, to)
