@@ -69,9 +69,8 @@ class _Watched:
         self._seen = self._fingerprint()
 
     def _fingerprint(self) -> tuple[tuple[str, int, int, int], ...]:
-        files = sorted(self.path.glob("*.pem")) if self.path.is_dir() else [self.path]
         found = []
-        for file in files:
+        for file in _key_files(self.path):
             try:
                 stat = file.stat()
             except OSError:
@@ -93,10 +92,14 @@ class _Watched:
         return True
 
 
+def _key_files(path: Path) -> list[Path]:
+    """The file itself, or a directory's ``*.pem`` files (a secret volume's links included)."""
+    return sorted(path.glob("*.pem")) if path.is_dir() else [path]
+
+
 def _public_keys(path: Path) -> dict[str, EllipticCurvePublicKey]:
-    files = sorted(path.glob("*.pem")) if path.is_dir() else [path]
     keys: dict[str, EllipticCurvePublicKey] = {}
-    for file in files:
+    for file in _key_files(path):
         data = file.read_bytes()
         # One file may hold several keys, one PEM block each.
         for block in data.split(PEM_BEGIN)[1:]:
@@ -115,7 +118,6 @@ class PublicKeySet:
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._keys = _public_keys(path)
         self._watched = _Watched(path, clock=clock)
-        self.version = 0
 
     @property
     def kids(self) -> frozenset[str]:
@@ -142,7 +144,6 @@ class PublicKeySet:
             return False
         log.info("identity keys now %s", sorted(keys))
         self._keys = keys
-        self.version += 1
         return True
 
 
