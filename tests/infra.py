@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from cryptography.hazmat.primitives import serialization
@@ -73,6 +74,13 @@ async def schema_differences(
             )
     finally:
         await engine.dispose()
+
+
+async def migrated_down_and_up(package: str, url: str, *, to: str = "0001") -> None:
+    """Downgrade a service's database to revision ``to``, then upgrade it to head again."""
+    config = migrations.alembic_config(package, url)
+    await asyncio.to_thread(command.downgrade, config, to)
+    await asyncio.to_thread(command.upgrade, config, "head")
 
 
 async def drop_database(url: str, *, within: float = 30.0) -> None:

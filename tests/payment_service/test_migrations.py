@@ -1,18 +1,15 @@
 """The hand-written migrations and models.py describe the same schema, which goes down and up
 again, and whose constraints hold."""
 
-import asyncio
 import uuid
 
 import pytest
-from alembic import command
 from sqlalchemy.exc import IntegrityError
 
 from mercato_shared.db import create_engine, create_sessionmaker, transaction
-from mercato_shared.migrations import alembic_config
 from payment_service.models import Base, Payment
 from payment_service.settings import PaymentSettings
-from tests.infra import schema_differences
+from tests.infra import migrated_down_and_up, schema_differences
 
 
 async def test_models_match_the_migrated_schema(payment_db):
@@ -20,9 +17,7 @@ async def test_models_match_the_migrated_schema(payment_db):
 
 
 async def test_downgrade_to_0001_and_back(payment_db):
-    config = alembic_config("payment_service", payment_db)
-    await asyncio.to_thread(command.downgrade, config, "0001")
-    await asyncio.to_thread(command.upgrade, config, "head")
+    await migrated_down_and_up("payment_service", payment_db)
     assert await schema_differences(payment_db, Base.metadata) == []
 
 
