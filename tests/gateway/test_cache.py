@@ -1,15 +1,22 @@
-"""The gateway's cache of public answers, in front of a real upstream server."""
+"""The gateway's cache of public answers, in front of a real upstream server and of the real
+inventory service."""
 
 import asyncio
 
 import pytest
+import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import Gateway
 from gateway.ratelimit import RatePolicy
 from gateway.settings import CacheConfig, HealthCheckConfig, RouteConfig
+from inventory_service.app import create_app
+from inventory_service.catalogue import demo_products
+from inventory_service.settings import InventorySettings
 from tests.apps import client_for
 from tests.gateway.support import CatalogueServer, settings_for
+from tests.infra import eventually, free_port
+from tests.inventory_service.support import opened
 
 PRODUCTS = "/api/v1/products"
 MUG = f"{PRODUCTS}/MUG-BLUE"
@@ -267,3 +274,52 @@ async def test_writes_are_not_cached(make_gateway, upstream, dev_token, stack):
         for fetch in (1, 2):
             put = await client.put(f"{MUG}/stock", json={"on_hand": 1}, headers=admin)
             assert put.json()["fetch"] == fetch
+
+
+@pytest.fixture
+async def inventory_api(inventory_db, keys):
+    """The real inventory api under uvicorn on a free port, its demo catalogue seeded."""
+    settings = InventorySettings(database_url=inventory_db, identity_public_keys=keys[1])
+    async with opened(settings) as inventory:
+        await inventory.seed(demo_products())
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
+    )
+    serving = asyncio.create_task(server.serve())
+
+    async def started():
+        return server.started
+
+    await eventually(started, within=10, interval=0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def test_the_catalogue_through_the_gateway_is_cached_and_revalidated(
+    keys, dev_secret, dev_token, inventory_api, stack
+):
+    settings = settings_for(
+        keys=keys,
+        secret_file=dev_secret,
+        routes=[RouteConfig(prefix=PRODUCTS, upstreams=[inventory_api], cache=CacheConfig())],
+    )
+    async with client_for(Gateway(settings)) as client:
+        first = await client.get(MUG)
+        assert first.status_code == 200
+        assert first.json()["sku"] == "MUG-BLUE"
+        assert first.headers["cache-control"] == "public, max-age=5, stale-if-error=60"
+        etag = first.headers["etag"]
+        cached = await client.get(MUG, headers={"If-None-Match": etag})
+        assert cached.status_code == 304
+        assert "age" in cached.headers  # answered by the gateway's cache
+        assert cached.headers["etag"] == etag
+        # With credentials the request reaches the service, which answers the 304 itself.
+        bearer = {"Authorization": f"Bearer {dev_token('alice')}"}
+        direct = await client.get(MUG, headers=bearer | {"If-None-Match": etag})
+        assert direct.status_code == 304
+        assert "age" not in direct.headers
+        assert direct.headers["etag"] == etag
