@@ -1,6 +1,7 @@
 """The gateway's ASGI application: the request pipeline for routed paths, FastAPI for its own.
 
-Pipeline: route → refuse tokens in URLs → authenticate → authorize → rate limit → forward.
+Pipeline: route → refuse tokens in URLs → authenticate → authorize → rate limit → cache
+(on routes that have one) → forward.
 """
 
 from __future__ import annotations
