@@ -94,11 +94,14 @@ class CatalogueServer(_Server):
         self.status = 200
         self.headers: dict[str, str] = {"Cache-Control": "public, max-age=60"}
         self.body_bytes = 0  # pad the body to this size
+        self.delay = 0.0
 
     async def _handle(self, request: web.Request) -> web.Response:
         if request.path == "/healthz":
             return web.Response()
         self.fetches += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         payload: dict[str, Any] = {
             "path": request.path_qs,
             "fetch": self.fetches,

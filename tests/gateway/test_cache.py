@@ -45,7 +45,7 @@ def clock():
 
 @pytest.fixture
 def make_gateway(keys, dev_secret, upstream, clock):
-    def make(**cache):
+    def make(timeout_seconds=10.0, **cache):
         cache.setdefault("ttl_seconds", 10)
         settings = settings_for(
             keys=keys,
@@ -55,6 +55,7 @@ def make_gateway(keys, dev_secret, upstream, clock):
                     prefix=PRODUCTS,
                     upstreams=[upstream.url],
                     max_retries=0,
+                    timeout_seconds=timeout_seconds,
                     health_check=HealthCheckConfig(interval_seconds=60),
                     cache=CacheConfig(**cache),
                 )
@@ -171,6 +172,27 @@ async def test_a_5xx_is_answered_from_the_stale_entry_within_the_upstreams_windo
         assert (await client.get(MUG)).status_code == 200
         clock.now += 0.2  # the upstream's stale-if-error is shorter than the route's
         assert (await client.get(MUG)).status_code == 503
+
+
+@pytest.mark.parametrize("failure", ["timeout", "no healthy instance", "bulkhead full"])
+async def test_a_stale_entry_answers_whichever_way_the_upstream_fails(
+    make_gateway, upstream, clock, failure, stack
+):
+    gateway = make_gateway(timeout_seconds=0.2)
+    async with client_for(gateway) as client:
+        await client.get(MUG)
+        clock.now += 11
+        route = next(iter(gateway.upstreams))
+        if failure == "timeout":
+            upstream.delay = 1
+        elif failure == "no healthy instance":
+            route.instances[0].healthy = False
+        else:
+            route.bulkhead.max_concurrent = 0
+        stale = await client.get(MUG)
+        assert stale.status_code == 200
+        assert stale.json()["fetch"] == 1
+        assert stale.headers["age"] == "11"
 
 
 @pytest.mark.parametrize("credentials", [{"Cookie": "session=1"}, "bearer"])
