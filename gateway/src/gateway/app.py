@@ -1,12 +1,14 @@
 """The gateway's ASGI application: the request pipeline for routed paths, FastAPI for its own.
 
-Pipeline: route → refuse tokens in URLs → authenticate → authorize → rate limit → forward.
+Pipeline: route → refuse tokens in URLs → authenticate → authorize → rate limit → cache
+(on routes that have one) → forward.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +24,7 @@ from starlette.types import ASGIApp
 from gateway.access import AccessPolicy, Verdict
 from gateway.asgi import Message, Receive, Scope, Send, send_problem
 from gateway.auth import AuthenticationError, Authenticator, KeysUnavailableError
+from gateway.cache import route_caches
 from gateway.clientip import client_ip, parse_networks
 from gateway.compose import DETAILS, order_details
 from gateway.identity import IdentitySigner
@@ -112,6 +115,7 @@ class Gateway:
                 for config in settings.routes
             ]
         )
+        self.caches = route_caches(self.upstreams, registry=self.registry)
         self._durations = {u.prefix: self.duration.labels(u.prefix) for u in self.upstreams}
         self._request_counters: dict[tuple[str, str, int], Counter] = {}
         self.access = AccessPolicy(settings.access)
@@ -292,7 +296,10 @@ class Gateway:
             )
             return
         assert self._forwarder is not None  # noqa: S101
-        await self._forwarder.forward(
+        forward = self._forwarder.forward
+        if (cache := self.caches.get(upstream.prefix)) is not None:
+            forward = functools.partial(cache.forward, forward)
+        await forward(
             scope,
             receive,
             send,
