@@ -103,13 +103,21 @@ async def driver_connection(on: AsyncSession | AsyncConnection) -> asyncpg.Conne
 
 
 async def _driver_of(conn: AsyncConnection) -> asyncpg.Connection:
+    if not conn.in_transaction():
+        # As SQLAlchemy's own first statement would: its commit() then commits this work.
+        await conn.begin()
     raw = await conn.get_raw_connection()
     driver: asyncpg.Connection = raw.driver_connection
     adapted = raw.dbapi_connection
-    if not driver.is_in_transaction() and adapted is not None and not adapted.autocommit:
-        # SQLAlchemy's adapter sends BEGIN with its first statement and COMMIT only for a
-        # BEGIN it sent: a transaction opened here must be opened through it. Steps run after
-        # the consumer's inbox insert, which opened it already.
+    if adapted is None or adapted.autocommit or driver.is_in_transaction():
+        return driver
+    # SQLAlchemy's adapter sends BEGIN with its first statement, and COMMIT or ROLLBACK only
+    # for a BEGIN it sent: the transaction must be opened through it. Its own opener does it
+    # with BEGIN alone; an adapter without one is given a statement to open it with.
+    start = getattr(adapted, "_start_transaction", None)
+    if start is not None:
+        await start()
+    else:
         await conn.execute(text("SELECT 1"))
     return driver
 
