@@ -100,7 +100,10 @@ async def test_event_loop_lag_holds_the_worst_recent_stall_then_forgets_it():
     task = EventLoopLag(gauge, service="lag-test", interval=0.02, window=0.2).start()
 
     def lag() -> float:
-        return registry.get_sample_value("mercato_event_loop_lag_seconds", {"service": "lag-test"})
+        return (
+            registry.get_sample_value("mercato_event_loop_lag_seconds", {"service": "lag-test"})
+            or 0.0
+        )
 
     try:
         await asyncio.sleep(0.1)
