@@ -62,7 +62,7 @@ def _rss_mib(pid: int) -> float | None:
         return None
 
 
-def _descriptors(pid: int) -> tuple[int | None, set[str]]:
+def descriptors(pid: int) -> tuple[int | None, set[str]]:
     """How many descriptors ``pid`` has open, and the inodes of its sockets among them."""
     directory = f"/proc/{pid}/fd"
     try:
@@ -78,7 +78,7 @@ def _descriptors(pid: int) -> tuple[int | None, set[str]]:
     return len(names), sockets
 
 
-def _client_sockets(server_port: int) -> dict[str, int]:
+def client_sockets(server_port: int) -> dict[str, int]:
     """Socket inode to local port, of every TCP connection to ``server_port`` on this host."""
     found: dict[str, int] = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -150,19 +150,21 @@ class ResourceProbe:
         ports = set()
         for row in backends:
             by_database[self._names[row["datname"]]] += 1
-            ports.add(row["client_port"])
-        clients = _client_sockets(self._server_port)
+            # NULL for a backend still authenticating, -1 for one on a Unix socket.
+            if row["client_port"] is not None and row["client_port"] > 0:
+                ports.add(row["client_port"])
+        clients = client_sockets(self._server_port)
         client = self._client
         scraped = await asyncio.gather(*(self._scrape(client, e) for e in self._endpoints.values()))
         lags = dict(zip(self._endpoints, (lag for lag, _ in scraped), strict=True))
         statuses = next((s for _, s in scraped if s), {})
         processes = {}
         for name, pid in self._pids.items():
-            fds, sockets = _descriptors(pid)
+            fds, sockets = descriptors(pid)
             processes[name] = ProcessSample(
                 rss_mib=_rss_mib(pid),
                 fds=fds,
-                db_connections=sum(1 for s in sockets if clients.get(s) in ports),
+                db_connections=sum(1 for s in sockets if s in clients and clients[s] in ports),
                 loop_lag_ms=lags.get(name),
             )
         return ResourceSample(time.time(), processes, by_database, statuses)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bench import soak
+from bench.soak_probe import client_sockets, descriptors
+from tests import infra
 from tests.e2e.system import SERVICES
 
 pytestmark = pytest.mark.e2e
@@ -54,6 +58,8 @@ async def test_a_short_soak_passes_and_records_every_series(stack: None, tmp_pat
         assert all(v is not None for v in values["loop_lag_ms"]), name
         if name.endswith(("-api", "-worker")):
             assert max(values["db_connections"]) >= 1, name
+        else:
+            assert max(values["db_connections"]) == 0, name
     assert set(series["db_connections_by_database"]) == set(SERVICES)
     system = series["system"]
     assert set(system) == SYSTEM_SERIES
@@ -86,3 +92,18 @@ def test_durations_are_read_in_seconds_minutes_or_hours(text: str, seconds: floa
 def test_a_duration_without_a_number_is_refused() -> None:
     with pytest.raises(ValueError, match="not a duration"):
         soak.parse_duration("soon")
+
+
+async def test_a_database_connection_is_traced_to_the_process_that_holds_it(stack: None) -> None:
+    conn = await asyncpg.connect(infra.database_url("postgres", "postgresql"))
+    try:
+        port = await conn.fetchval(
+            "SELECT client_port FROM pg_stat_activity WHERE pid = $1", conn.get_server_pid()
+        )
+        clients = client_sockets(infra.PG_PORT)
+        count, sockets = descriptors(os.getpid())
+        assert count is not None
+        assert count >= len(sockets) >= 1
+        assert [clients[s] for s in sockets if s in clients].count(port) == 1
+    finally:
+        await conn.close()
