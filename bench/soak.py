@@ -123,7 +123,9 @@ async def soak(
 ) -> dict[str, Any]:
     """Run the system under the load for ``duration`` seconds; what was measured, unjudged."""
     interval = sample_interval(duration)
+    started = time.monotonic()
     async with running_system(name) as bench:
+        print(f"soak: system up in {time.monotonic() - started:.0f} s", flush=True)
         pids = bench.pids()
         probe = Probe(
             databases=bench.system.databases,
@@ -143,7 +145,10 @@ async def soak(
         await resources.start()
         origin = time.time()
         try:
-            print(f"soak: {rate:g} orders/s and {read_rate:g} reads/s for {duration:g} s")
+            print(
+                f"soak: {rate:g} orders/s and {read_rate:g} reads/s for {duration:g} s",
+                flush=True,
+            )
             load = await k6(
                 bench,
                 subject="soak",
@@ -388,6 +393,11 @@ def report(result: dict[str, Any]) -> str:
     for name, check in result["verdict"]["checks"].items():
         lines.append(f"  {'ok  ' if check['ok'] else 'FAIL'} {name}: {check['detail']}")
     figures = result["summary"]
+    load = result["k6"]
+    lines.append(
+        f"  k6: {load['requests']} requests, {load['dropped']} arrivals dropped (every VU "
+        f"still waiting on an answer), POST p99 {load['post_ms']['p99']} ms"
+    )
     lines.append(
         f"  p99 time to terminal {figures['p99_time_to_terminal_ms']} ms (worst interval "
         f"{figures['worst_interval_p99_ms']} ms), max lag {figures['max_consumer_lag']}, "
