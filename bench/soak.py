@@ -59,6 +59,7 @@ WARMUP_MAX_S = 120.0
 RSS_GROWTH_LIMIT = 0.10
 RSS_EXEMPT = {"mail-catcher": "keeps every message it receives in memory (a test double)"}
 DRAIN_SECONDS = 120.0
+BEHIND_SECONDS = 5.0  # orders pending at the end of the load, in seconds of arrivals
 SYSTEM_PROBE_SECONDS = 1.0
 CHECKS = (
     "no_failed_requests",
@@ -242,8 +243,11 @@ def _series(
             "p99_time_to_terminal_ms",
         )
     }
+    seconds: list[float] = []
     for before, sample in itertools.pairwise(resources):
         t.append(round(sample.t - origin, 1))
+        # Under load a sample can come late: rates divide by the span really covered.
+        seconds.append(round(sample.t - before.t, 2))
         for name, p in sample.processes.items():
             series = processes.setdefault(
                 name, {"rss_mib": [], "fds": [], "db_connections": [], "loop_lag_ms": []}
@@ -269,6 +273,7 @@ def _series(
         out["p99_time_to_terminal_ms"].append(round(percentile(done, 99), 1) if done else None)
     return {
         "t": t,
+        "seconds": seconds,
         "processes": processes,
         "db_connections_by_database": by_database,
         "system": out,
@@ -352,9 +357,30 @@ def verdict(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "ok": all(ok for ok, _ in checks.values()),
         "checks": {name: {"ok": ok, "detail": detail} for name, (ok, detail) in checks.items()},
+        "warnings": _warnings(result),
         "rss_growth": growth,
         "rss_growth_limit": RSS_GROWTH_LIMIT,
     }
+
+
+def _warnings(result: dict[str, Any]) -> list[str]:
+    """What a passing run can still hide: a system that fell behind its load (not judged).
+
+    A short run at a rate the machine cannot carry passes once the backlog drains within the
+    deadline; over the full duration the backlog would not have.
+    """
+    series = result["series"]
+    under_load = [i for i, at in enumerate(series["t"]) if at <= result["load_end_s"]]
+    pending = series["system"]["pending"][under_load[-1]] if under_load else None
+    arrivals = BEHIND_SECONDS * result["rate"]["orders_per_s"]
+    if pending is None or pending <= max(10, arrivals):
+        return []
+    return [
+        f"the system fell behind the load: {pending} orders pending when it stopped (more "
+        f"than {BEHIND_SECONDS:g} s of arrivals), p99 time to terminal "
+        f"{result['orders']['time_to_terminal_ms']['p99']} ms; the rate is more than this "
+        "machine carries now"
+    ]
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -392,6 +418,7 @@ def report(result: dict[str, Any]) -> str:
     ]
     for name, check in result["verdict"]["checks"].items():
         lines.append(f"  {'ok  ' if check['ok'] else 'FAIL'} {name}: {check['detail']}")
+    lines.extend(f"  warning: {warning}" for warning in result["verdict"]["warnings"])
     figures = result["summary"]
     load = result["k6"]
     lines.append(

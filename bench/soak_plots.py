@@ -40,11 +40,12 @@ def _process_panel(ax: Axes, result: dict[str, Any], key: str, title: str) -> No
 
 def _system_panels(axes: list[Axes], result: dict[str, Any]) -> None:
     series = result["series"]
-    t, system = series["t"], series["system"]
-    interval = result["interval_s"]
+    t, system, seconds = series["t"], series["system"], series["seconds"]
     ax = axes[0]
-    ax.plot(t, [n / interval for n in system["requests"]], label="gateway requests/s")
-    ax.plot(t, [n / interval for n in system["placed"]], label="orders placed/s")
+    for key, label in (("requests", "gateway requests/s"), ("placed", "orders placed/s")):
+        ax.plot(
+            t, [n / d if d else 0 for n, d in zip(system[key], seconds, strict=True)], label=label
+        )
     ax.plot(t, system["failed_not_429"], color="tab:red", label="failed (not 429), count")
     ax.set_title("load and failures", fontsize=9)
     ax.legend(fontsize=7)
