@@ -422,8 +422,8 @@ def report(result: dict[str, Any]) -> str:
     figures = result["summary"]
     load = result["k6"]
     lines.append(
-        f"  k6: {load['requests']} requests, {load['dropped']} arrivals dropped (every VU "
-        f"still waiting on an answer), POST p99 {load['post_ms']['p99']} ms"
+        f"  k6: {load['requests']} requests, {load['dropped']} arrivals dropped (no VU free: "
+        f"all waiting on answers), POST p99 {load['post_ms']['p99']} ms"
     )
     lines.append(
         f"  p99 time to terminal {figures['p99_time_to_terminal_ms']} ms (worst interval "
