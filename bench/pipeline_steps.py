@@ -67,13 +67,19 @@ async def k6(bench: Bench, *, subject: str, env: dict[str, str]) -> dict[str, An
             raise RuntimeError(f"k6 failed ({process.returncode}):\n{output.decode()[-3000:]}")
         metrics = json.loads(summary.read_text())["metrics"]
     duration = metrics[f"http_req_duration{{name:{POST_NAME}}}"]
+    requests = int(metrics["http_reqs"]["count"])
+    failed_share = float(metrics["http_req_failed"]["value"])
     return {
         "placed": int(metrics["iterations"]["count"]),
         "dropped": int(metrics.get("dropped_iterations", {}).get("count", 0)),
-        "failed_share": float(metrics["http_req_failed"]["value"]),
+        "requests": requests,
+        # Every request is a sample of the failed rate, so share times count is exact.
+        "failed": round(failed_share * requests),
+        "failed_share": failed_share,
         "rejected": int(metrics.get("order_posts_rejected", {}).get("count", 0)),
         "rate_limited": int(metrics.get("order_posts_rate_limited", {}).get("count", 0)),
         "shed": int(metrics.get("order_posts_shed", {}).get("count", 0)),
+        "browse_rate_limited": int(metrics.get("browse_rate_limited", {}).get("count", 0)),
         "post_ms": {
             "p50": round(duration["med"], 1),
             "p95": round(duration["p(95)"], 1),

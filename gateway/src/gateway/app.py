@@ -36,7 +36,12 @@ from mercato_shared.health import health_router
 from mercato_shared.identity import IDENTITY_HEADER, Identity
 from mercato_shared.identity_keys import SigningKeyFile
 from mercato_shared.logs import LineLogger
-from mercato_shared.metrics import StatusRecorder, expose_metrics
+from mercato_shared.metrics import (
+    EventLoopLag,
+    StatusRecorder,
+    event_loop_lag_gauge,
+    expose_metrics,
+)
 from mercato_shared.problems import install_problem_handlers, problem_response
 from mercato_shared.resilience import BreakerState, RetryBudget
 from mercato_shared.tracing import FASTAPI_TELEMETRY, instrument_asgi
@@ -96,6 +101,7 @@ class Gateway:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.loop_lag = event_loop_lag_gauge(self.registry)
         self.refusals = Counter(
             "gateway_http_refusals",
             "Requests refused by the gateway's HTTP limits, by reason",
@@ -190,6 +196,7 @@ class Gateway:
                 asyncio.create_task(upstream.run_health_checks(session))
                 for upstream in self.upstreams
             ]
+            checks.append(EventLoopLag(self.loop_lag, service="gateway").start())
             try:
                 yield
             finally:
