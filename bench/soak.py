@@ -61,6 +61,17 @@ RSS_EXEMPT = {"mail-catcher": "keeps every message it receives in memory (a test
 DRAIN_SECONDS = 120.0
 BEHIND_SECONDS = 5.0  # orders pending at the end of the load, in seconds of arrivals
 SYSTEM_PROBE_SECONDS = 1.0
+# The system's series over time, in the JSON's "system" (the processes' are in "processes").
+SYSTEM_SERIES = (
+    "requests",
+    "failed_not_429",
+    "rate_limited",
+    "consumer_lag",
+    "outbox_backlog",
+    "pending",
+    "placed",
+    "p99_time_to_terminal_ms",
+)
 CHECKS = (
     "no_failed_requests",
     "processes_running",
@@ -230,19 +241,7 @@ def _series(
     t: list[float] = []
     processes: dict[str, dict[str, list[Any]]] = {}
     by_database: dict[str, list[int]] = {}
-    out: dict[str, list[Any]] = {
-        key: []
-        for key in (
-            "requests",
-            "failed_not_429",
-            "rate_limited",
-            "consumer_lag",
-            "outbox_backlog",
-            "pending",
-            "placed",
-            "p99_time_to_terminal_ms",
-        )
-    }
+    out: dict[str, list[Any]] = {key: [] for key in SYSTEM_SERIES}
     seconds: list[float] = []
     for before, sample in itertools.pairwise(resources):
         t.append(round(sample.t - origin, 1))

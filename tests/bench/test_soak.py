@@ -25,16 +25,6 @@ PROCESSES = {
     *(f"{s}-api" for s in SERVICES),
     *(f"{s}-worker" for s in SERVICES),
 }
-SYSTEM_SERIES = {
-    "requests",
-    "failed_not_429",
-    "rate_limited",
-    "consumer_lag",
-    "outbox_backlog",
-    "pending",
-    "placed",
-    "p99_time_to_terminal_ms",
-}
 
 
 @pytest.mark.timeout(480)
@@ -64,7 +54,7 @@ async def test_a_short_soak_passes_and_records_every_series(stack: None, tmp_pat
             assert max(values["db_connections"]) == 0, name
     assert set(series["db_connections_by_database"]) == set(SERVICES)
     system = series["system"]
-    assert set(system) == SYSTEM_SERIES
+    assert set(system) == set(soak.SYSTEM_SERIES)
     assert all(len(values) == len(series["t"]) for values in system.values())
     # Orders and reads both passed the gateway, and every order placed is in the figures.
     assert document["orders"]["placed"] == pytest.approx(RATE * DURATION_S, rel=0.1)
