@@ -210,7 +210,8 @@ async def test_openapi_documents_the_admin_routes(client):
     )
     assert {"403", "404", "409", "422"} <= put["responses"].keys()
     conflict = put["responses"]["409"]["content"]["application/problem+json"]["schema"]
-    assert conflict["required"] == ["type", "title", "status"]
+    assert conflict["$ref"] == "#/components/schemas/Problem"
+    assert spec["components"]["schemas"]["Problem"]["required"] == ["type", "title", "status"]
     listing = spec["paths"]["/api/v1/products/{sku}/reservations"]["get"]
     assert listing["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/ReservationPage"

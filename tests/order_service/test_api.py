@@ -159,9 +159,9 @@ async def test_idempotency_key_replays_refuses_other_bodies_and_in_flight(client
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "tab\there"])
-async def test_malformed_idempotency_key_is_a_400(client, settings, sign, key):
+async def test_malformed_idempotency_key_is_a_422(client, settings, sign, key):
     headers = {**sign(), "Idempotency-Key": key}
-    assert_problem(await client.post("/api/v1/orders", json=ORDER, headers=headers), 400)
+    assert_problem(await client.post("/api/v1/orders", json=ORDER, headers=headers), 422)
     assert await _counts(settings) == (0, 0, 0)
 
 

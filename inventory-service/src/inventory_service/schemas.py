@@ -62,14 +62,3 @@ class ReservationRead(BaseModel):
 
 class ReservationPage(Page[ReservationRead]):
     """A page of reservations."""
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem body (documentation only; errors are rendered by the library)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    type: str = Field(examples=["urn:mercato:problem:not-found"])
-    title: str
-    status: int
-    detail: str | None = None

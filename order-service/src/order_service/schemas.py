@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
-from mercato_shared.api import Page
-
-Sku = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9-]{0,63}$", examples=["MUG-BLUE"])]
+from mercato_shared.api import Page, Sku
 
 
 class OrderLineCreate(BaseModel):

@@ -13,7 +13,7 @@ from typing import Annotated, Generic, TypeVar
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mercato_shared.db import create_engine, create_sessionmaker, ping
@@ -21,7 +21,7 @@ from mercato_shared.health import health_router
 from mercato_shared.identity import IdentityVerifier
 from mercato_shared.logs import configure_logging
 from mercato_shared.metrics import HttpMetrics, expose_metrics
-from mercato_shared.problems import install_problem_handlers
+from mercato_shared.problems import document_problems, install_problem_handlers
 from mercato_shared.settings import ServiceSettings
 from mercato_shared.tracing import (
     FASTAPI_TELEMETRY,
@@ -40,6 +40,14 @@ Item = TypeVar("Item", bound=BaseModel)
 BIGINT_MAX = 2**63 - 1
 Limit = Annotated[int, Query(ge=1, le=200, description="items per page")]
 Offset = Annotated[int, Query(ge=0, le=BIGINT_MAX, description="items skipped")]
+# Filtering by customer: the caller's own unless an admin asks; a subject is at most this long.
+CustomerFilter = Annotated[
+    str | None, Query(min_length=1, max_length=255, description="admins only: one customer's")
+]
+# A product's stock-keeping unit, as the catalogue names it and orders refer to it.
+Sku = Annotated[
+    str, StringConstraints(pattern=r"^[A-Z0-9][A-Z0-9-]{0,63}$"), Field(examples=["MUG-BLUE"])
+]
 
 
 class Page(BaseModel, Generic[Item]):
@@ -78,6 +86,7 @@ def create_service_app(
 
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, telemetry=FASTAPI_TELEMETRY)
     install_problem_handlers(app)
+    document_problems(app)
     app.add_middleware(HttpMetrics, service=settings.service_name)
     if tracing_enabled():
         app.add_middleware(

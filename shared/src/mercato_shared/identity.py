@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Annotated, Protocol, TypeVar
 
 import jwt
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 
 from mercato_shared.identity_keys import PublicKeySet, SigningKey
 from mercato_shared.problems import NotFoundError, UnauthorizedError
@@ -152,9 +153,20 @@ def issue_identity(
     return jwt.encode(claims, key.key, algorithm=ALGORITHM, headers={"kid": key.kid})
 
 
-async def get_identity(request: Request) -> Identity:
+# Declared as a security scheme so that every service's OpenAPI document says which
+# operations need the header; the gateway's public document replaces it with the bearer token.
+identity_header = APIKeyHeader(
+    name=IDENTITY_HEADER,
+    scheme_name="identity",
+    description="the identity token the gateway signs for each caller (ES256, at most 60 s)",
+    auto_error=False,
+)
+
+
+async def get_identity(
+    request: Request, token: Annotated[str | None, Security(identity_header)]
+) -> Identity:
     """FastAPI dependency: the verified caller, or 401 for a missing or invalid header."""
-    token = request.headers.get(IDENTITY_HEADER)
     if not token:
         raise UnauthorizedError(f"missing {IDENTITY_HEADER} header")
     verifier: IdentityVerifier = request.app.state.identity_verifier
