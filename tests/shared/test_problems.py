@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
 from inventory_service.app import create_app as inventory_app
 from mercato_shared.problems import PROBLEM_JSON
@@ -12,7 +14,7 @@ from notification_service.app import create_app as notification_app
 from order_service.app import create_app as order_app
 from payment_service.app import create_app as payment_app
 
-APPS = {
+APPS: dict[str, Callable[[], FastAPI]] = {
     "order": order_app,
     "inventory": inventory_app,
     "payment": payment_app,
