@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mercato_shared.db import create_engine, create_sessionmaker, ping
 from mercato_shared.health import health_router
-from mercato_shared.identity import IdentityVerifier
+from mercato_shared.identity import SUBJECT_PATTERN, IdentityVerifier
 from mercato_shared.logs import configure_logging
 from mercato_shared.metrics import HttpMetrics, expose_metrics
 from mercato_shared.problems import document_problems, install_problem_handlers
@@ -42,14 +42,14 @@ Item = TypeVar("Item", bound=BaseModel)
 BIGINT_MAX = 2**63 - 1
 Limit = Annotated[int, Query(ge=1, le=200, description="items per page")]
 Offset = Annotated[int, Query(ge=0, le=BIGINT_MAX, description="items skipped")]
-# Filtering by customer: the caller's own unless an admin asks; a subject is at most this long.
+# Filtering by customer: the caller's own unless an admin asks.
 CustomerFilter = Annotated[
     str | None,
     Query(
         min_length=1,
         max_length=255,
-        # No control characters: Postgres text cannot hold a NUL, and no subject has one.
-        pattern=r"^[^\x00-\x1f\x7f]+$",
+        # A subject has no control character (and Postgres text cannot hold a NUL).
+        pattern=SUBJECT_PATTERN,
         description="admins only: one customer's",
     ),
 ]

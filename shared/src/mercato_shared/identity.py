@@ -7,6 +7,7 @@ that is compromised cannot mint identities for calls to the others. Each token n
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,8 +26,17 @@ IDENTITY_HEADER = "X-Mercato-Identity"
 ALGORITHM = "ES256"
 MAX_TTL_SECONDS = 60
 LEEWAY_SECONDS = 5
+# A caller's subject: what a database's text column and a log line can hold. A token with
+# another is refused, at the gateway and in every service.
+SUBJECT_PATTERN = r"^[^\x00-\x1f\x7f]{1,255}$"
+_SUBJECT = re.compile(SUBJECT_PATTERN)
 # Verified tokens remembered per process; the oldest is forgotten first.
 VERIFIED_TOKENS = 4096
+
+
+def valid_subject(subject: object) -> bool:
+    """Whether ``subject`` is 1 to 255 characters with no control character."""
+    return isinstance(subject, str) and _SUBJECT.fullmatch(subject) is not None
 
 
 class Owned(Protocol):
@@ -128,7 +138,9 @@ class IdentityVerifier:
             roles = frozenset(Role(role) for role in claims.get("roles", []))
         except ValueError as exc:
             raise UnauthorizedError("identity token names an unknown role") from exc
-        identity = Identity(subject=str(claims["sub"]), roles=roles)
+        if not valid_subject(claims["sub"]):
+            raise UnauthorizedError("identity token names an invalid subject")
+        identity = Identity(subject=claims["sub"], roles=roles)
         # As long as PyJWT itself would accept it: exp plus the leeway.
         return identity, float(claims["exp"]) + LEEWAY_SECONDS
 
