@@ -37,8 +37,8 @@ and `x-mercato-access`); public ones accept a token too, and refuse an invalid o
 the gateway and the services alike.
 
 **Rate limits.** Answers carry `RateLimit-Policy` and `RateLimit`
-(draft-ietf-httpapi-ratelimit-headers); a refusal is a 429 with `Retry-After`, as is every
-503.
+(draft-ietf-httpapi-ratelimit-headers); a refusal is a 429 with `Retry-After`, and every
+answer of status 503 has a `Retry-After` too.
 
 **Retries.** `POST /api/v1/orders` takes an `Idempotency-Key`: the same key and body give the
 first order back.
