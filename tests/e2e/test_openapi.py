@@ -204,13 +204,27 @@ def test_fuzz_the_gateway_statefully(system: System, bearer: dict[str, str]) -> 
                 recorder=self.recorder,
             )
 
-    Authenticated.run(
-        settings=hypothesis.settings(
-            max_examples=EXAMPLES,
-            stateful_step_count=5,
-            deadline=None,
-            derandomize=True,
-            suppress_health_check=list(hypothesis.HealthCheck),
-            database=None,
-        )
-    )
+    # Which links a sequence can follow depends on the system's answers, and some change with
+    # the saga's timing (a payment found or not yet, a cancel accepted or too late). Hypothesis
+    # then finds its own draws inconsistent: that says nothing about the API (a failed check
+    # fails the test at once), so the run is tried again with other sequences, and reported
+    # as skipped only if that happens every time.
+    for derandomize in (True, False, False):
+        try:
+            Authenticated.run(
+                settings=hypothesis.settings(
+                    max_examples=EXAMPLES,
+                    stateful_step_count=5,
+                    # No shrinking: a sequence replayed against a system it changed draws
+                    # other data, which would hide the failure found.
+                    phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+                    deadline=None,
+                    derandomize=derandomize,
+                    suppress_health_check=list(hypothesis.HealthCheck),
+                    database=None,
+                )
+            )
+        except hypothesis.errors.FlakyStrategyDefinition:
+            continue
+        return
+    pytest.skip("every stateful run drew inconsistently from the system's changing answers")
