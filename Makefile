@@ -9,7 +9,7 @@ SERVICES := deploy/local/services.sh
 PY_SOURCES := shared/src gateway/src order-service/src inventory-service/src ops/src deploy \
 	payment-service/src notification-service/src payment-sandbox/src tests bench
 
-.PHONY: help install dev up down status token demo check dlq stack-up stack-down traces trace test bench lint lint-types format env-example events clean images compose-test deploy-tools validate-deploy rules metrics
+.PHONY: help install dev up down status token demo check dlq stack-up stack-down traces trace test bench soak lint lint-types format env-example events clean images compose-test deploy-tools validate-deploy rules metrics
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -56,7 +56,8 @@ traces: ## Build Jaeger once (several minutes) so make dev / make up trace into 
 trace: ## Print an order's trace from the stack's Jaeger: make trace ORDER=<order or trace id>
 	@$(UV) run --locked python deploy/local/trace.py "$(ORDER)"
 
-test: install ## Run the whole test suite (starts the servers it needs)
+test: install ## Run the whole test suite (starts the servers and builds the k6 it needs)
+	bash bench/tools.sh k6 >/dev/null
 	bash $(STACK) start
 	$(UV) run --locked pytest
 
@@ -64,6 +65,11 @@ bench: install ## Run the benchmarks on loopback (under 15 min) into bench/resul
 	bash bench/tools.sh >/dev/null
 	bash $(STACK) start
 	$(UV) run --locked python -m bench $(BENCH)
+
+soak: install ## Soak test at 70 % of the last bench's saturation, then judge it: make soak [DURATION=30m] [RATE=orders/s]
+	bash bench/tools.sh >/dev/null
+	bash $(STACK) start
+	DURATION="$(DURATION)" RATE="$(RATE)" READ_RATE="$(READ_RATE)" $(UV) run --locked python -m bench soak
 
 lint: install ## ruff, mypy, import-linter, shellcheck
 	$(UV) run --locked ruff check .

@@ -85,16 +85,22 @@ def machine_facts(tools: Sequence[str] = ()) -> dict[str, Any]:
     }
 
 
-def save(name: str, payload: dict[str, Any], *, tools: Sequence[str] = ()) -> Path:
-    """Writes `results/<name>.json` with the machine facts and the time of the run."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+def save(
+    name: str,
+    payload: dict[str, Any],
+    *,
+    tools: Sequence[str] = (),
+    directory: Path = RESULTS_DIR,
+) -> Path:
+    """Writes `results/<name>.json` (or into ``directory``) with the machine facts and time."""
+    directory.mkdir(parents=True, exist_ok=True)
     document = {
         "benchmark": name,
         "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_facts(tools),
         **payload,
     }
-    path = RESULTS_DIR / f"{name}.json"
+    path = directory / f"{name}.json"
     path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
     return path
 
@@ -110,6 +116,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def plot_path(name: str) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    return RESULTS_DIR / f"{name}.png"
+def plot_path(name: str, directory: Path = RESULTS_DIR) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"{name}.png"

@@ -7,7 +7,9 @@ In front of it, on loopback:
   (b) the gateway, routing only (public route, no rate limit),
   (c) the gateway's full path (ES256 token verified with a cached JWKS key, one Redis
       rate-limit call, breaker, identity and forwarding headers),
-  (d) the upstream called directly.
+  (d) the upstream called directly,
+  (e) nginx's proxy_cache and (f) the gateway's route cache, both answering catalogue
+      reads (public, every read after the first a hit) from memory.
 
 (c) verifies the token's signature on every request; "c_cached" is the same path with the
 issuer's verified-token cache on (the identity reused for up to 30 s, never past exp).
@@ -28,7 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import save
-from bench.gateway_config import OPEN_PATH, PRIVATE_PATH, Keys, gateway_env, start_gateway
+from bench.gateway_config import (
+    CACHE_SECONDS,
+    CATALOGUE_PATH,
+    OPEN_PATH,
+    PRIVATE_PATH,
+    Keys,
+    gateway_env,
+    start_gateway,
+)
 from bench.gateway_load import K6Result, k6, wrk
 from bench.gateway_plots import draw
 from bench.gateway_servers import (
@@ -59,6 +69,8 @@ LABELS = {
     "c": "gateway, full path",
     "d": "upstream direct",
     "c_cached": "gateway, full path, verified-token cache",
+    "e": "nginx proxy_cache, catalogue reads",
+    "f": "gateway route cache, catalogue reads",
 }
 
 
@@ -145,7 +157,12 @@ def _start(processes: Processes, scratch: Path, keys: Keys) -> dict[str, Target]
         processes, scratch / "upstream", upstream_port, body=BODY, jwks=keys.jwks()
     )
     proxy = start_nginx_proxy(
-        processes, scratch / "nginx", nginx_port, upstream_port=upstream_port, workers=WORKERS
+        processes,
+        scratch / "nginx",
+        nginx_port,
+        upstream_port=upstream_port,
+        workers=WORKERS,
+        cache_seconds=CACHE_SECONDS,
     )
     wait_for_http(f"http://127.0.0.1:{upstream_port}/healthz")
     wait_for_http(f"http://127.0.0.1:{nginx_port}/healthz")
@@ -175,6 +192,8 @@ def _start(processes: Processes, scratch: Path, keys: Keys) -> dict[str, Target]
         Target("c", gateway + PRIVATE_PATH, leader, keys.bearer()),
         Target("c_cached", cached + PRIVATE_PATH, cached_leader, keys.bearer()),
         Target("d", f"http://127.0.0.1:{upstream_port}{OPEN_PATH}", upstream.pid),
+        Target("e", f"http://127.0.0.1:{nginx_port}{CATALOGUE_PATH}", proxy.pid),
+        Target("f", gateway + CATALOGUE_PATH, leader),
         *(Target(key, url + OPEN_PATH, pid) for key, (url, pid) in gateways.items()),
     ]
     return {target.key: target for target in targets}
@@ -230,6 +249,8 @@ def _summary(maxima: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
         "b_over_a": maxima["b"]["rps"] / nginx,
         "c_over_a": maxima["c"]["rps"] / nginx,
         "c_cached_over_a": maxima["c_cached"]["rps"] / nginx,
+        "f_over_e": maxima["f"]["rps"] / maxima["e"]["rps"],
+        "f_over_b": maxima["f"]["rps"] / maxima["b"]["rps"],
     }
     full = latency["c"]
     aims = {
@@ -310,7 +331,7 @@ def main() -> None:
     draw(result)
     ratios = result["ratios"]
     print(
-        f"   gateway/nginx: routing {ratios['b_over_a']:.0%}, full path {ratios['c_over_a']:.0%};"
-        f" results in {path}",
+        f"   gateway/nginx: routing {ratios['b_over_a']:.0%}, full path {ratios['c_over_a']:.0%},"
+        f" cached catalogue {ratios['f_over_e']:.0%}; results in {path}",
         flush=True,
     )

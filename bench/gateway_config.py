@@ -1,8 +1,9 @@
 """The gateway as the benchmark runs it: its own process, configured through GATEWAY_* only.
 
-One gateway serves two routes to the same upstream: `/open/...` is public and exempt from
+One gateway serves three routes to the same upstream: `/open/...` is public and exempt from
 rate limiting (routing only), `/private/...` needs an ES256 token from a JWKS issuer and
-takes one Redis rate-limit call per request (the full path).
+takes one Redis rate-limit call per request (the full path), and `/catalogue/...` is
+`/open/...` with the route's cache on (as nginx's `proxy_cache` is in front of it).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ AUDIENCE = "mercato"
 KEY_ID = "bench-1"
 OPEN_PATH = "/open/item"
 PRIVATE_PATH = "/private/item"
+CATALOGUE_PATH = "/catalogue/item"
+# As long as nginx's proxy_cache_valid: within a run, every read after the first is a hit.
+CACHE_SECONDS = 60
 # Far above anything one machine can send in a window: the limiter runs, never refuses.
 UNLIMITED = {"name": "bench", "quota": 1_000_000_000, "window_seconds": 60}
 
@@ -85,9 +89,16 @@ def gateway_env(
         "ROUTES": [
             {"prefix": "/open", "upstreams": [upstream], "rate_limited": False},
             {"prefix": "/private", "upstreams": [upstream], "rate_limit": "bench"},
+            {
+                "prefix": "/catalogue",
+                "upstreams": [upstream],
+                "rate_limited": False,
+                "cache": {"ttl_seconds": CACHE_SECONDS},
+            },
         ],
         "ACCESS": [
             {"path": "/open/**", "public": True},
+            {"path": "/catalogue/**", "public": True},
             {"path": "/private/**", "roles": ["customer"]},
         ],
         "AUTH_ISSUERS": [

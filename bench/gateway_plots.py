@@ -13,16 +13,19 @@ import matplotlib.pyplot as plt
 
 from bench.common import plot_path
 
-_ORDER = ("a", "b", "c", "c_cached", "d", "b_traced", "b_sampled")
-# Seven bars share each panel: labels of at most about 12 characters a line.
+_ORDER = ("a", "b", "c", "c_cached", "d", "b_traced", "b_sampled", "e", "f")
+# Nine bars share each panel: labels of at most about 12 characters a line.
 _EXTRA_LABELS = {
     "b_traced": "gateway,\nrouting,\nall spans",
     "b_sampled": "gateway,\nrouting,\n1 span in 10",
     "c_cached": "gateway,\nfull path,\ntoken cache",
     "d": "upstream\ndirect",
+    "e": "nginx,\nproxy_cache",
+    "f": "gateway,\nroute cache",
     "a_at_gateway_rate": "nginx proxy,\nat the gateway's rate",
 }
 _COLOURS = {"a": "#4c72b0", "b": "#dd8452", "c": "#c44e52", "c_cached": "#e08a8c", "d": "#8c8c8c"}
+_COLOURS |= {"e": "#8fa9d3", "f": "#f0b27a"}
 
 
 def _label(result: dict[str, Any], key: str) -> str:
@@ -34,7 +37,7 @@ def _throughput(result: dict[str, Any]) -> None:
     nginx = maxima["a"]["rps"]
     labels = [_label(result, key) for key in _ORDER]
     colours = [_COLOURS.get(key, "#e8a76f") for key in _ORDER]
-    figure, (rate, cpu) = plt.subplots(1, 2, figsize=(13, 5))
+    figure, (rate, cpu) = plt.subplots(1, 2, figsize=(15, 5))
     bars = rate.bar(labels, [maxima[key]["rps"] for key in _ORDER], color=colours)
     for bar, key in zip(bars, _ORDER, strict=True):
         share = maxima[key]["rps"] / nginx

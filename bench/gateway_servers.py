@@ -1,4 +1,4 @@
-"""Processes a benchmark starts on loopback: nginx in its two roles, their cleanup, their CPU.
+"""Processes a benchmark starts on loopback: nginx in its roles, their cleanup, their CPU.
 
 Every process is started in a session of its own and stopped (then killed) when the
 `Processes` context ends, on failure too, so a broken run leaves no listener behind.
@@ -168,8 +168,29 @@ _PROXY_BODY = """\
         server 127.0.0.1:{upstream_port};
         keepalive 128;
     }}
+    # The reference for the gateway's cache under /catalogue/: nginx's own, its keys in
+    # shared memory, its bodies in files (which the page cache keeps in memory).
+    proxy_cache_path {dir}/cache levels=1:2 keys_zone=catalogue:10m max_size=64m
+                     inactive={cache_seconds}s use_temp_path=off;
     server {{
         listen 127.0.0.1:{port} reuseport backlog=4096;
+        location /catalogue/ {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Request-Id $request_id;
+            proxy_set_header Authorization "";
+            # What the gateway's cache does: a TTL when the upstream sets none, one fetch
+            # per key at a time, stale entries while the upstream fails, HEAD from GET.
+            proxy_cache catalogue;
+            proxy_cache_valid 200 {cache_seconds}s;
+            proxy_cache_lock on;
+            proxy_cache_use_stale error timeout http_500 http_502 http_503 http_504;
+            proxy_cache_bypass $http_authorization $http_cookie;
+            proxy_no_cache $http_authorization $http_cookie;
+        }}
         location / {{
             proxy_pass http://app;
             proxy_http_version 1.1;
@@ -208,8 +229,17 @@ def start_upstream(
 
 
 def start_nginx_proxy(
-    processes: Processes, directory: Path, port: int, *, upstream_port: int, workers: int
+    processes: Processes,
+    directory: Path,
+    port: int,
+    *,
+    upstream_port: int,
+    workers: int,
+    cache_seconds: int,
 ) -> subprocess.Popen[bytes]:
-    """nginx as a reverse proxy with a keep-alive pool to the upstream."""
-    body = _PROXY_BODY.format(port=port, upstream_port=upstream_port)
+    """nginx as a reverse proxy with a keep-alive pool to the upstream (cached under
+    /catalogue/ for ``cache_seconds``)."""
+    body = _PROXY_BODY.format(
+        port=port, upstream_port=upstream_port, dir=directory, cache_seconds=cache_seconds
+    )
     return _nginx(processes, "nginx-proxy", directory, workers, body)

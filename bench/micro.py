@@ -1,5 +1,6 @@
 """Micro-benchmarks: the gateway's rate limiter beside plain Redis INCR, breaker overhead, and
-the cost of the gateway's HTTP limits per request (``micro_limits``).
+the cost of the gateway's HTTP limits per request (``micro_limits``), and the CPU a saga
+step's statement costs through SQLAlchemy's session and as ``Sql`` on asyncpg (``micro_sql``).
 
 The limiter runs as the gateway runs it: ``RateLimiter.check`` on a ``redis_client`` pool,
 on uvloop, with N concurrent callers. Beside it, in the same run and on a pool with the same
@@ -29,7 +30,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
-from bench import micro_breaker, micro_limits
+from bench import micro_breaker, micro_limits, micro_sql
 from bench.common import plot_path, save
 from gateway.ratelimit import LocalGcra, RateLimiter, RatePolicy, redis_client
 
@@ -423,7 +424,9 @@ async def _run() -> dict[str, Any]:
     breakers = await micro_breaker.measure()
     print("  HTTP limits in the server protocol", flush=True)
     limits = await micro_limits.measure()
-    return {"ratelimit": ratelimit, "breaker": breakers, "limits": limits}
+    print("  a saga step's statement: SQLAlchemy's session against Sql on asyncpg", flush=True)
+    sql = await micro_sql.measure()
+    return {"ratelimit": ratelimit, "breaker": breakers, "limits": limits, "sql": sql}
 
 
 def main() -> None:

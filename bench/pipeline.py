@@ -244,7 +244,7 @@ async def _run(parts: Sequence[str]) -> dict[str, Any]:
                 print(pipeline_burst.summary(result["burst"]), flush=True)
             finished = await orders(bench.system.databases["order"])
             result["event_handling_ms"] = await handling_times(bench.system.port)
-            report = await _checked(bench)
+            report = await checked(bench)
         finally:
             await probe.stop()
     result["invariants"] = {"ok": report.ok, "counts": dict(report.counts)}
@@ -328,7 +328,7 @@ def _per_second(finished: list[Finished], origin: float) -> dict[str, list[int]]
     }
 
 
-async def _checked(bench: Bench, within: float = 30.0) -> Report:
+async def checked(bench: Bench, within: float = 30.0) -> Report:
     """`mercato check` on the run's databases: did the invariants hold under load?"""
     deadline = time.monotonic() + within
     while True:

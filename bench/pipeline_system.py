@@ -67,14 +67,26 @@ class Bench:
         return make_token(subject=subject, roles=[role], ttl_seconds=3600, secret_file=self.secret)
 
     async def restock(self) -> None:
-        """Set every product the orders use to plenty, through the gateway's admin route."""
+        """Set every product the orders use to plenty, through the gateway's admin route.
+
+        The processes start together, so the gateway's first health checks can find the
+        inventory api not yet listening: it answers 503 until two checks in a row pass.
+        """
         headers = {"Authorization": f"Bearer {self.token('bench-admin', admin=True)}"}
         async with httpx.AsyncClient(base_url=self.system.gateway_url, timeout=10) as client:
             for sku in SKUS:
-                response = await client.put(
-                    f"/api/v1/products/{sku}/stock", json={"on_hand": RESTOCK}, headers=headers
-                )
-                response.raise_for_status()
+
+                async def stocked(sku: str = sku) -> bool:
+                    response = await client.put(
+                        f"/api/v1/products/{sku}/stock",
+                        json={"on_hand": RESTOCK},
+                        headers=headers,
+                    )
+                    if response.status_code != 503:
+                        response.raise_for_status()
+                    return response.status_code != 503
+
+                await infra.eventually(stocked, within=READY_SECONDS, interval=0.5)
 
     def pids(self) -> dict[str, int]:
         """The process id of every process of the system, by name, replicas included."""
@@ -127,11 +139,14 @@ class Bench:
 
 
 @contextlib.asynccontextmanager
-async def running_system() -> AsyncIterator[Bench]:
-    """Start the gateway, the four services, the sandbox and the mail catcher; stop them after."""
+async def running_system(name: str = "pipeline") -> AsyncIterator[Bench]:
+    """Start the gateway, the four services, the sandbox and the mail catcher; stop them after.
+
+    Their logs go to ``<state>/bench/<name>``, so that two benchmarks keep theirs apart.
+    """
     await infra.eventually(_stack_ready, within=60, interval=1.0)
     # Kept after the run (and replaced by the next one): the processes' logs explain a result.
-    workdir = STATE_DIR / "bench" / "pipeline"
+    workdir = STATE_DIR / "bench" / name
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     keys = infra.write_keypair(workdir)

@@ -3,7 +3,8 @@
 #   nginx, wrk          (Debian packages)            -> /usr/sbin/nginx, /usr/bin/wrk
 #   k6                  (go install, pinned)         -> $TOOLS_DIR/bin/k6
 #   pgbench             (comes with the stack's Postgres packages)
-# Idempotent; prints the locations as KEY=VALUE lines.
+# Idempotent; prints the locations as KEY=VALUE lines. `tools.sh k6`: k6 alone (the tests'
+# soak drives the system with it).
 set -euo pipefail
 
 K6_VERSION=v1.8.1
@@ -15,10 +16,15 @@ TOOLS_DIR="${MERCATO_TOOLS_DIR:-$MERCATO_STATE_DIR/tools}"
 BIN_DIR="$TOOLS_DIR/bin"
 mkdir -p "$BIN_DIR" "$LOG_DIR"
 
-missing=()
-[[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-apt_install "${missing[@]}"
+only_k6=false
+[[ ${1:-} == k6 ]] && only_k6=true
+
+if ! $only_k6; then
+    missing=()
+    [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+    command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+    apt_install "${missing[@]}"
+fi
 
 k6="$BIN_DIR/k6"
 stamp="$BIN_DIR/.k6-$K6_VERSION"
@@ -30,6 +36,8 @@ if [[ ! -x $k6 || ! -e $stamp ]]; then
     touch "$stamp"
 fi
 
-echo "NGINX=/usr/sbin/nginx"
-echo "WRK=$(command -v wrk)"
+if ! $only_k6; then
+    echo "NGINX=/usr/sbin/nginx"
+    echo "WRK=$(command -v wrk)"
+fi
 echo "K6=$k6"

@@ -18,6 +18,7 @@
 //   MERCATO_TOKEN (required)              a customer's bearer token
 //   DURATION [1m]                         how long each scenario runs
 //   BROWSE_RATE [50], BROWSE_PATH [/api/v1/products/SOCKS]
+//   BROWSE_ANONYMOUS [false]              true: browse without the token (a public page)
 //   ORDER_RATE [10], ORDER_LINES [[{"sku":"SOCKS","quantity":1}]]   (JSON)
 //   ORDER_SKUS (comma-separated; if set, each order is one unit each of two of them, at random)
 //   ORDER_FOLLOW [true], FOLLOW_TIMEOUT [30] s, FOLLOW_POLL [0.1] s
@@ -40,6 +41,7 @@ const SCENARIOS = (__ENV.MERCATO_SCENARIOS || 'browse,orders').split(',').map((s
 
 const BROWSE_RATE = Number(__ENV.BROWSE_RATE || 50);
 const BROWSE_PATH = __ENV.BROWSE_PATH || '/api/v1/products/SOCKS';
+const BROWSE_ANONYMOUS = __ENV.BROWSE_ANONYMOUS === 'true';
 const ORDER_RATE = Number(__ENV.ORDER_RATE || 10);
 const ORDER_LINES = JSON.parse(__ENV.ORDER_LINES || '[{"sku":"SOCKS","quantity":1}]');
 const ORDER_SKUS = (__ENV.ORDER_SKUS || '').split(',').filter((s) => s);
@@ -61,6 +63,7 @@ const outcomes = new Counter('order_outcomes');
 const rejected = new Counter('order_posts_rejected');
 const rateLimited = new Counter('order_posts_rate_limited');
 const shed = new Counter('order_posts_shed');
+const browseRateLimited = new Counter('browse_rate_limited');
 
 // A VU is busy for one request (browse) or for a whole saga (orders, when followed): size
 // the pools from the rates so that the schedule is kept, with room for a slow system.
@@ -138,9 +141,12 @@ export function setup() {
 
 export function browse() {
   const response = http.get(`${BASE_URL}${BROWSE_PATH}`, {
-    headers: authorized,
+    headers: BROWSE_ANONYMOUS ? {} : authorized,
     tags: { name: `GET ${BROWSE_PATH}` },
   });
+  if (response.status === 429) {
+    browseRateLimited.add(1);
+  }
   check(response, { 'browse 200': (r) => r.status === 200 });
 }
 

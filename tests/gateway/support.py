@@ -14,6 +14,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.settings import GatewaySettings, IssuerConfig, RouteConfig
+from mercato_shared.http_cache import strong_etag
 from tests.infra import free_port
 
 ISSUER = "https://login.test"
@@ -73,6 +74,48 @@ class EchoServer(_Server):
             payload,
             status=self.status,
             headers={"Keep-Alive": "timeout=5", "X-Upstream": self.name},
+        )
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class CatalogueServer(_Server):
+    """A real upstream with cacheable answers: a body that counts its fetches, an ETag of
+    it, and headers (Cache-Control, Vary, Set-Cookie...) that a test sets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fetches = 0
+        self.status = 200
+        self.headers: dict[str, str] = {"Cache-Control": "public, max-age=60"}
+        self.body_bytes = 0  # pad the body to this size
+        self.delay = 0.0
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.path == "/healthz":
+            return web.Response()
+        self.fetches += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        payload: dict[str, Any] = {
+            "path": request.path_qs,
+            "fetch": self.fetches,
+            "language": request.headers.get("Accept-Language"),
+            "conditional": request.headers.get("If-None-Match"),
+        }
+        if self.body_bytes:
+            payload["padding"] = "x" * self.body_bytes
+        body = json.dumps(payload).encode()
+        return web.Response(
+            body=body,
+            status=self.status,
+            content_type="application/json",
+            headers={"ETag": strong_etag(body), **self.headers},
         )
 
     def routes(self, app: web.Application) -> None:

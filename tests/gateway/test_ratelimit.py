@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 
 from gateway.ratelimit import (
     Decision,
@@ -335,6 +336,79 @@ async def test_one_round_trip_per_decision(redis_server, registry):
     finally:
         await client.aclose()
         await admin.aclose()
+
+
+class CountingConnection(Connection):
+    """A Redis connection that counts its writes: one write is one round trip."""
+
+    writes = 0
+
+    async def send_packed_command(self, command, check_health=True):
+        CountingConnection.writes += 1
+        await super().send_packed_command(command, check_health)
+
+
+async def test_decisions_of_one_loop_turn_share_one_round_trip(redis_server, registry):
+    client = redis_client(redis_server.url, timeout=2.0)
+    client.connection_pool.connection_class = CountingConnection
+    admin = Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        limiter = RateLimiter(client, key_prefix=random_prefix(), registry=registry)
+        policy = RatePolicy(name="small", quota=3, window_seconds=60)
+        await limiter.check(policy, "warm-up")  # the connection's own handshake
+        await admin.config_resetstat()
+        CountingConnection.writes = 0
+        # 50 requests at once: ten clients, five requests each, so each client's quota of 3
+        # admits its first three and refuses the other two, in the order they were asked.
+        decisions = await asyncio.gather(
+            *(limiter.check(policy, f"client-{i % 10}") for i in range(50))
+        )
+        assert CountingConnection.writes == 1
+        stats = await admin.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 50
+        for client_no in range(10):
+            mine = decisions[client_no::10]
+            assert [d.allowed for d in mine] == [True, True, True, False, False]
+            assert [d.remaining for d in mine[:3]] == [2, 1, 0]
+            assert {d.source for d in mine} == {"redis"}
+    finally:
+        await client.aclose()
+        await admin.aclose()
+
+
+async def test_a_batch_reloads_a_script_redis_lost(redis_server, registry):
+    client = redis_client(redis_server.url, timeout=2.0)
+    admin = Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        limiter = RateLimiter(client, key_prefix=random_prefix(), registry=registry)
+        policy = RatePolicy(name="user", quota=100, window_seconds=60)
+        await admin.script_flush()
+        await admin.config_resetstat()
+        decisions = await asyncio.gather(*(limiter.check(policy, "k") for _ in range(10)))
+        assert [d.remaining for d in decisions] == list(range(99, 89, -1))
+        assert {d.source for d in decisions} == {"redis"}
+        stats = await admin.info("commandstats")
+        assert stats["cmdstat_script|load"]["calls"] == 1
+        # Ten refused by NOSCRIPT, ten answered: none counted twice.
+        assert stats["cmdstat_evalsha"]["calls"] == 20
+    finally:
+        await client.aclose()
+        await admin.aclose()
+
+
+async def test_a_batch_redis_cannot_answer_falls_back_for_each_request(redis_server, registry):
+    client = redis_client(redis_server.url, timeout=0.1)
+    try:
+        limiter = RateLimiter(client, key_prefix=random_prefix(), registry=registry)
+        policy = RatePolicy(name="user", quota=3, window_seconds=60)
+        await redis_server.stop()
+        decisions = await asyncio.gather(*(limiter.check(policy, "k") for _ in range(5)))
+        assert [(d.allowed, d.source) for d in decisions] == [(True, "local")] * 3 + [
+            (False, "local")
+        ] * 2
+        assert limiter.degraded
+    finally:
+        await client.aclose()
 
 
 async def test_a_refused_key_is_refused_without_redis_until_its_retry_time(redis_server, registry):

@@ -2,6 +2,7 @@
 catalogue, and the admin routes that set stock and list a SKU's reservations."""
 
 import json
+import re
 
 import pytest
 
@@ -219,3 +220,53 @@ async def test_openapi_documents_the_admin_routes(client):
         "/ReservationPage"
     )
     assert spec["components"]["schemas"]["StockUpdate"]["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("path", ["/api/v1/products?limit=3", "/api/v1/products/MUG-BLUE"])
+async def test_catalogue_answers_carry_an_etag_and_a_matching_if_none_match_is_a_304(
+    client, seeded, sign, path
+):
+    first = await client.get(path, headers=sign())
+    etag = first.headers["etag"]
+    assert re.fullmatch(r'"[0-9a-f]{32}"', etag)
+    assert first.headers["cache-control"] == "public, max-age=5, stale-if-error=60"
+    assert (await client.get(path, headers=sign())).headers["etag"] == etag  # deterministic
+
+    for held in [etag, f"W/{etag}", f'"other", {etag}', "*"]:
+        again = await client.get(path, headers=sign() | {"If-None-Match": held})
+        assert again.status_code == 304, held
+        assert again.content == b""
+        assert again.headers["etag"] == etag
+        assert again.headers["cache-control"] == first.headers["cache-control"]
+    other = await client.get(path, headers=sign() | {"If-None-Match": '"other", W/"x"'})
+    assert other.status_code == 200
+    assert other.json() == first.json()
+
+
+async def test_the_etag_changes_with_the_stock(client, seeded, sign):
+    path = "/api/v1/products/MUG-BLUE"
+    etag = (await client.get(path, headers=sign())).headers["etag"]
+    admin = sign("root", Role.ADMIN)
+    assert (await client.put(STOCK, json={"on_hand": 7}, headers=admin)).status_code == 200
+    changed = await client.get(path, headers=sign() | {"If-None-Match": etag})
+    assert changed.status_code == 200
+    assert changed.json()["available"] == 7
+    assert changed.headers["etag"] != etag
+
+
+async def test_catalogue_cache_control_comes_from_the_settings(settings, seeded, sign):
+    tuned = settings.model_copy(
+        update={"catalogue_max_age_seconds": 30, "catalogue_stale_if_error_seconds": 0}
+    )
+    async with client_for(create_app(tuned)) as client:
+        answer = await client.get("/api/v1/products", headers=sign())
+    assert answer.headers["cache-control"] == "public, max-age=30, stale-if-error=0"
+
+
+async def test_the_openapi_document_describes_etags_and_the_304(client):
+    document = (await client.get("/openapi.json")).json()
+    for path in ["/api/v1/products", "/api/v1/products/{sku}"]:
+        operation = document["paths"][path]["get"]
+        assert {"ETag", "Cache-Control"} <= operation["responses"]["200"]["headers"].keys()
+        assert "304" in operation["responses"]
+        assert "if-none-match" in {p["name"].lower() for p in operation["parameters"]}

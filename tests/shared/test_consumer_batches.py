@@ -47,7 +47,7 @@ class Effects:
         if envelope.id in self.poison:
             raise ValueError("handler refuses this event")
         event = OrderCreated(customer_id=str(envelope.id), lines=[])
-        await add_event(session, outbox, event, order_id=envelope.order_id, topic="elsewhere")
+        await add_event(session, event, order_id=envelope.order_id, topic="elsewhere")
 
     def attempts(self, event_id):
         return sum(1 for run, _ in self.runs if run == event_id)
@@ -208,7 +208,7 @@ async def test_with_concurrency_orders_wait_together_and_each_order_in_order(env
         timeline.append(("start", envelope.id))
         async with serial(session):
             event = OrderCreated(customer_id=str(envelope.id), lines=[])
-            await add_event(session, outbox, event, order_id=envelope.order_id, topic="elsewhere")
+            await add_event(session, event, order_id=envelope.order_id, topic="elsewhere")
         if envelope.id in {e.id for e in waiting}:
             # A remote call that answers only once every other order's call is under way:
             # handled one after the other, these would never all be waiting at once.

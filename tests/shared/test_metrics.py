@@ -1,12 +1,23 @@
-"""Request metrics by route template, and counting only what commits."""
+"""Request metrics by route template, counting only what commits, event-loop lag."""
+
+import asyncio
+import time
 
 import pytest
 from fastapi import FastAPI
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from mercato_shared.db import after_commit, create_engine, create_sessionmaker, transaction
-from mercato_shared.metrics import EVENTS_PROCESSED, Children, HttpMetrics, expose_metrics
+from mercato_shared.metrics import (
+    EVENTS_PROCESSED,
+    Children,
+    EventLoopLag,
+    HttpMetrics,
+    event_loop_lag_gauge,
+    expose_metrics,
+)
 from mercato_shared.settings import ServiceSettings
+from tests import infra
 from tests.apps import client_for
 
 
@@ -81,3 +92,30 @@ def test_children_are_made_once_per_label_values():
         {"service": "children-test", "type": "order.created", "outcome": "handled"},
     )
     assert after == (before or 0) + 1
+
+
+async def test_event_loop_lag_holds_the_worst_recent_stall_then_forgets_it():
+    registry = CollectorRegistry()
+    gauge = event_loop_lag_gauge(registry)
+    task = EventLoopLag(gauge, service="lag-test", interval=0.02, window=0.2).start()
+
+    def lag() -> float:
+        return (
+            registry.get_sample_value("mercato_event_loop_lag_seconds", {"service": "lag-test"})
+            or 0.0
+        )
+
+    try:
+        await asyncio.sleep(0.1)
+        assert lag() < 0.1
+        time.sleep(0.3)  # noqa: ASYNC251 - the stall being measured
+        await asyncio.sleep(0.05)
+        assert lag() >= 0.25
+
+        # Ten ticks later the stall has left the window.
+        async def forgotten() -> bool:
+            return lag() < 0.1
+
+        await infra.eventually(forgotten, within=5, interval=0.05)
+    finally:
+        task.cancel()

@@ -42,7 +42,7 @@ async def _write(sessions, settings, order_id):
     payload = OrderCreated(customer_id="c", lines=[OrderLine(sku="S", quantity=1)])
     async with transaction(sessions) as session:
         envelope = await add_event(
-            session, outbox, payload, order_id=order_id, topic=settings.topic("orders")
+            session, payload, order_id=order_id, topic=settings.topic("orders")
         )
     return envelope.id
 
@@ -85,9 +85,7 @@ async def test_event_of_a_rolled_back_transaction_is_never_written(env):
 
     async def write_then_fail():
         async with transaction(sessions) as session:
-            await add_event(
-                session, outbox, payload, order_id=uuid.uuid4(), topic=settings.topic("orders")
-            )
+            await add_event(session, payload, order_id=uuid.uuid4(), topic=settings.topic("orders"))
             raise RuntimeError("state change failed")
 
     with pytest.raises(RuntimeError, match="state change failed"):

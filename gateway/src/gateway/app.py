@@ -1,12 +1,14 @@
 """The gateway's ASGI application: the request pipeline for routed paths, FastAPI for its own.
 
-Pipeline: route → refuse tokens in URLs → authenticate → authorize → rate limit → forward.
+Pipeline: route → refuse tokens in URLs → authenticate → authorize → rate limit → cache
+(on routes that have one) → forward.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +25,7 @@ from gateway.access import AccessPolicy, Verdict
 from gateway.apidocs import PublicDocument, docs_router, own_document
 from gateway.asgi import Message, Receive, Scope, Send, send_problem
 from gateway.auth import AuthenticationError, Authenticator, KeysUnavailableError
+from gateway.cache import route_caches
 from gateway.clientip import client_ip, parse_networks
 from gateway.compose import DETAILS, order_details
 from gateway.identity import IdentitySigner
@@ -34,7 +37,12 @@ from mercato_shared.health import health_router
 from mercato_shared.identity import IDENTITY_HEADER, Identity
 from mercato_shared.identity_keys import SigningKeyFile
 from mercato_shared.logs import LineLogger
-from mercato_shared.metrics import StatusRecorder, expose_metrics
+from mercato_shared.metrics import (
+    EventLoopLag,
+    StatusRecorder,
+    event_loop_lag_gauge,
+    expose_metrics,
+)
 from mercato_shared.problems import install_problem_handlers, problem_response
 from mercato_shared.resilience import BreakerState, RetryBudget
 from mercato_shared.tracing import FASTAPI_TELEMETRY, instrument_asgi
@@ -94,6 +102,7 @@ class Gateway:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.loop_lag = event_loop_lag_gauge(self.registry)
         self.refusals = Counter(
             "gateway_http_refusals",
             "Requests refused by the gateway's HTTP limits, by reason",
@@ -113,6 +122,7 @@ class Gateway:
                 for config in settings.routes
             ]
         )
+        self.caches = route_caches(self.upstreams, registry=self.registry)
         self._durations = {u.prefix: self.duration.labels(u.prefix) for u in self.upstreams}
         self._request_counters: dict[tuple[str, str, int], Counter] = {}
         self.access = AccessPolicy(settings.access)
@@ -201,6 +211,7 @@ class Gateway:
                 asyncio.create_task(upstream.run_health_checks(session))
                 for upstream in self.upstreams
             ]
+            checks.append(EventLoopLag(self.loop_lag, service="gateway").start())
             try:
                 yield
             finally:
@@ -307,7 +318,10 @@ class Gateway:
             )
             return
         assert self._forwarder is not None  # noqa: S101
-        await self._forwarder.forward(
+        forward = self._forwarder.forward
+        if (cache := self.caches.get(upstream.prefix)) is not None:
+            forward = functools.partial(cache.forward, forward)
+        await forward(
             scope,
             receive,
             send,

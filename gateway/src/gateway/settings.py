@@ -78,6 +78,19 @@ class BreakerSettings(BaseModel):
     half_open_probes: int = Field(default=3, ge=1)
 
 
+class CacheConfig(BaseModel):
+    """The route's cache of public GET and HEAD answers (docs/gateway.md, "Caching")."""
+
+    # The longest an answer is fresh; the upstream's max-age (or s-maxage) may shorten it.
+    ttl_seconds: float = Field(default=5.0, gt=0)
+    # How long past freshness an entry may answer while the upstream fails; the upstream's
+    # stale-if-error may shorten it.
+    stale_if_error_seconds: float = Field(default=60.0, ge=0)
+    max_entries: int = Field(default=1024, ge=1)
+    # Larger answers pass through unstored; entries times this bounds the cache's memory.
+    max_body_bytes: int = Field(default=65_536, ge=0)
+
+
 class RouteConfig(BaseModel):
     """A path prefix and the instances of the upstream that serves it."""
 
@@ -94,12 +107,18 @@ class RouteConfig(BaseModel):
     max_retries: int = Field(default=2, ge=0, le=5)
     health_check: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    # None: nothing of this route is cached.
+    cache: CacheConfig | None = None
 
 
 def _default_routes() -> list[RouteConfig]:
     # The route table of docs/architecture.md on the loopback ports of the native stack.
     return [
-        RouteConfig(prefix="/api/v1/products", upstreams=[HttpUrl("http://127.0.0.1:8002")]),
+        RouteConfig(
+            prefix="/api/v1/products",
+            upstreams=[HttpUrl("http://127.0.0.1:8002")],
+            cache=CacheConfig(),
+        ),
         RouteConfig(prefix="/api/v1/orders", upstreams=[HttpUrl("http://127.0.0.1:8001")]),
         RouteConfig(prefix="/api/v1/payments", upstreams=[HttpUrl("http://127.0.0.1:8003")]),
         RouteConfig(prefix="/api/v1/notifications", upstreams=[HttpUrl("http://127.0.0.1:8004")]),

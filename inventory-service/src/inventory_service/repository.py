@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, text, update
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventory_service.models import (
-    OrderOutcome,
     OrderState,
     Product,
     Reservation,
     ReservationStatus,
 )
-from mercato_shared.outbox import OUTBOX_INSERT, OUTBOX_JSON
+from mercato_shared.outbox import OUTBOX_INSERT
+from mercato_shared.sql import Sql
 
 # --- products -------------------------------------------------------------------------------
 
@@ -49,13 +50,41 @@ async def lock_products(session: AsyncSession, skus: Iterable[str]) -> dict[str,
     return {product.sku: product for product in result.scalars()}
 
 
+# The saga's statements run on the driver (mercato_shared.sql): they are its hot path.
+
+# Products of the batch's new orders and of its settled orders' reservations, in SKU order.
+_LOCK_STOCK = Sql(
+    "SELECT sku FROM products WHERE sku = ANY(CAST(:skus AS text[]))"
+    " OR sku IN (SELECT sku FROM reservations WHERE order_id = ANY(CAST(:orders AS uuid[])))"
+    " ORDER BY sku FOR UPDATE"
+)
+
+_STOCK_OF = Sql(
+    "SELECT sku, unit_price, currency, on_hand - reserved - committed AS available"
+    " FROM products WHERE sku = ANY(CAST(:skus AS text[])) ORDER BY sku FOR UPDATE"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Stock:
+    """What a reservation needs to know of a product: its price and what is left."""
+
+    unit_price: int
+    currency: str
+    available: int
+
+
 async def lock_stock(
     session: AsyncSession, skus: Iterable[str], orders: Sequence[uuid.UUID]
 ) -> None:
     """Lock the products of ``skus`` and of the orders' reservations, in SKU order."""
-    held = select(Reservation.sku).where(Reservation.order_id.in_(orders))
-    wanted = Product.sku.in_(sorted(set(skus))) | Product.sku.in_(held)
-    await session.execute(select(Product.sku).where(wanted).order_by(Product.sku).with_for_update())
+    await _LOCK_STOCK.execute(session, skus=sorted(set(skus)), orders=list(orders))
+
+
+async def stock_of(session: AsyncSession, skus: Iterable[str]) -> dict[str, Stock]:
+    """The known products among ``skus``, locked in SKU order (lockers never deadlock)."""
+    rows = await _STOCK_OF.fetch(session, skus=sorted(set(skus)))
+    return {row["sku"]: Stock(row["unit_price"], row["currency"], row["available"]) for row in rows}
 
 
 async def catalogue_currencies(session: AsyncSession) -> set[str]:
@@ -91,11 +120,22 @@ async def upsert_catalogue(session: AsyncSession, products: Sequence[Product]) -
 # --- what inventory knows about each order ----------------------------------------------------
 
 
+_LOCK_ORDER = Sql(
+    "SELECT state FROM order_outcomes WHERE order_id = CAST(:order_id AS uuid) FOR UPDATE"
+)
+_CLAIM_ORDER = Sql(
+    "INSERT INTO order_outcomes (order_id, state) VALUES (CAST(:order_id AS uuid),"
+    " CAST(:state AS text)) ON CONFLICT (order_id) DO NOTHING RETURNING order_id"
+)
+_SET_ORDER_STATE = Sql(
+    "UPDATE order_outcomes SET state = CAST(:state AS text), updated_at = now()"
+    " WHERE order_id = CAST(:order_id AS uuid)"
+)
+
+
 async def lock_order(session: AsyncSession, order_id: uuid.UUID) -> OrderState | None:
     """Lock the order's row; None if inventory has never heard of the order."""
-    state = await session.scalar(
-        select(OrderOutcome.state).where(OrderOutcome.order_id == order_id).with_for_update()
-    )
+    state = await _LOCK_ORDER.fetchval(session, order_id=order_id)
     return None if state is None else OrderState(state)
 
 
@@ -107,13 +147,7 @@ async def claim_order(
     Returns the state it already had, or None when this call created it. A concurrent
     creator makes the insert wait for its commit, so both callers end up serialised.
     """
-    created = await session.execute(
-        insert(OrderOutcome)
-        .values(order_id=order_id, state=state.value)
-        .on_conflict_do_nothing(index_elements=[OrderOutcome.order_id])
-        .returning(OrderOutcome.order_id)
-    )
-    if created.first() is not None:
+    if await _CLAIM_ORDER.fetchval(session, order_id=order_id, state=state.value) is not None:
         return None
     previous = await lock_order(session, order_id)
     if previous is None:  # rows are never deleted, so the conflicting one is still there
@@ -122,11 +156,7 @@ async def claim_order(
 
 
 async def set_order_state(session: AsyncSession, order_id: uuid.UUID, state: OrderState) -> None:
-    await session.execute(
-        update(OrderOutcome)
-        .where(OrderOutcome.order_id == order_id)
-        .values(state=state.value, updated_at=func.now())
-    )
+    await _SET_ORDER_STATE.execute(session, order_id=order_id, state=state.value)
 
 
 # --- reservations -----------------------------------------------------------------------------
@@ -134,7 +164,7 @@ async def set_order_state(session: AsyncSession, order_id: uuid.UUID, state: Ord
 
 # A reserved order's writes in one statement: its reservations, the products' reserved
 # counts (their rows locked already, by lock_products) and its inventory.reserved event.
-_RESERVE = text(
+_RESERVE = Sql(
     "WITH held AS (INSERT INTO reservations (order_id, sku, quantity, unit_price, status)"  # noqa: S608 - constant SQL, values bound
     " SELECT CAST(:order_id AS uuid), line.sku, line.quantity, line.unit_price,"
     " CAST(:status AS text) FROM unnest(CAST(:skus AS text[]), CAST(:quantities AS integer[]),"
@@ -142,11 +172,11 @@ _RESERVE = text(
     " stock AS (UPDATE products SET reserved = products.reserved + line.quantity"
     " FROM unnest(CAST(:skus AS text[]), CAST(:quantities AS integer[])) AS line (sku, quantity)"
     " WHERE products.sku = line.sku) " + OUTBOX_INSERT
-).bindparams(*OUTBOX_JSON)
+)
 
 # An order's holds settled in one statement: its RESERVED reservations moved on, the
 # products' counts moved with them, and the order's state set.
-_SETTLE = text(
+_SETTLE = Sql(
     "WITH settled AS (UPDATE reservations SET status = CAST(:new AS text), updated_at = now()"
     " WHERE order_id = CAST(:order_id AS uuid) AND status = CAST(:old AS text)"
     " RETURNING sku, quantity),"
@@ -171,16 +201,14 @@ async def reserve_lines(
 
     The products' rows must be locked already (lock_products) in this transaction.
     """
-    await session.execute(
-        _RESERVE,
-        {
-            "order_id": order_id,
-            "status": ReservationStatus.RESERVED.value,
-            "skus": [sku for sku, _, _ in lines],
-            "quantities": [quantity for _, quantity, _ in lines],
-            "prices": [price for _, _, price in lines],
-            **event,
-        },
+    await _RESERVE.execute(
+        session,
+        order_id=order_id,
+        status=ReservationStatus.RESERVED.value,
+        skus=[sku for sku, _, _ in lines],
+        quantities=[quantity for _, quantity, _ in lines],
+        prices=[price for _, _, price in lines],
+        **event,
     )
 
 
@@ -191,15 +219,13 @@ async def settle(
 
     Returns how many reservations moved. The order's row must be locked already.
     """
-    moved = await session.scalar(
-        _SETTLE,
-        {
-            "order_id": order_id,
-            "old": ReservationStatus.RESERVED.value,
-            "new": to.value,
-            "sold": to is ReservationStatus.COMMITTED,
-            "state": state.value,
-        },
+    moved = await _SETTLE.fetchval(
+        session,
+        order_id=order_id,
+        old=ReservationStatus.RESERVED.value,
+        new=to.value,
+        sold=to is ReservationStatus.COMMITTED,
+        state=state.value,
     )
     return int(moved or 0)
 

@@ -21,12 +21,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventory_service import repository
-from inventory_service.models import (
-    OrderState,
-    Product,
-    ReservationStatus,
-    outbox,
-)
+from inventory_service.models import OrderState, ReservationStatus
+from inventory_service.repository import Stock
 from inventory_service.service import CatalogueError
 from mercato_shared.events import (
     Envelope,
@@ -58,7 +54,7 @@ def _quantities(lines: Sequence[OrderLine]) -> dict[str, int]:
     return wanted
 
 
-def _shortfall(wanted: dict[str, int], products: dict[str, Product]) -> InventoryRejected | None:
+def _shortfall(wanted: dict[str, int], products: dict[str, Stock]) -> InventoryRejected | None:
     """Why the order cannot be reserved in full, if it cannot."""
     unknown = sorted(sku for sku in wanted if sku not in products)
     if unknown:
@@ -82,12 +78,12 @@ async def reserve(
     wanted = _quantities(order.lines)
     if not wanted:
         raise MalformedOrderError(f"order {order_id} has no lines")
-    products = await repository.lock_products(session, wanted)
+    products = await repository.stock_of(session, wanted)
     rejection = _shortfall(wanted, products)
     if rejection is not None:
         await repository.set_order_state(session, order_id, OrderState.REJECTED)
         await add_event(
-            session, outbox, rejection, order_id=order_id, topic=settings.topic(rejection.topic)
+            session, rejection, order_id=order_id, topic=settings.topic(rejection.topic)
         )
         log.info(
             "order rejected: %s %s",

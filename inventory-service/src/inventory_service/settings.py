@@ -1,8 +1,9 @@
 """Inventory service settings: every knob is an INVENTORY_* environment variable."""
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from mercato_shared.http_cache import cache_control
 from mercato_shared.settings import ServiceSettings
 
 
@@ -15,3 +16,17 @@ class InventorySettings(ServiceSettings):
     )
     api_port: int = 8002
     worker_port: int = 9102
+
+    # How long caches may keep a catalogue answer (Cache-Control max-age). It shows the
+    # available stock, which every order changes, so only briefly.
+    catalogue_max_age_seconds: int = Field(default=5, ge=0)
+    # How long past that a cache may still answer with it while the service fails.
+    catalogue_stale_if_error_seconds: int = Field(default=60, ge=0)
+
+    @property
+    def catalogue_cache_control(self) -> str:
+        """The Cache-Control header of the public catalogue's answers."""
+        return cache_control(
+            max_age=self.catalogue_max_age_seconds,
+            stale_if_error=self.catalogue_stale_if_error_seconds,
+        )

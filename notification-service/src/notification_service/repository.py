@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mercato_shared.sql import Sql
 from notification_service.models import Notification
 
 
@@ -46,6 +46,22 @@ async def count_notifications(
     return await session.scalar(query) or 0
 
 
+# The saga's statements run on the driver (mercato_shared.sql): they are its hot path.
+
+# The unique order_id settles races: a concurrent insert for the same order waits on the
+# first one's transaction and then does nothing, so each order is mailed by one handler.
+_INSERT_IF_ABSENT = Sql(
+    "INSERT INTO notifications (id, order_id, customer_id, recipient, kind, subject, body,"
+    " message_id) VALUES (CAST(:id AS uuid), CAST(:order_id AS uuid),"
+    " CAST(:customer_id AS text), CAST(:recipient AS text), CAST(:kind AS text),"
+    " CAST(:subject AS text), CAST(:body AS text), CAST(:message_id AS text))"
+    " ON CONFLICT (order_id) DO NOTHING RETURNING id"
+)
+_MARK_SENT = Sql(
+    "UPDATE notifications SET sent_at = CAST(:at AS timestamptz) WHERE id = CAST(:id AS uuid)"
+)
+
+
 async def insert_if_absent(
     session: AsyncSession,
     *,
@@ -57,31 +73,20 @@ async def insert_if_absent(
     body: str,
     message_id: str,
 ) -> uuid.UUID | None:
-    """Insert the order's notification; None when the order already has one.
-
-    The unique order_id settles races: a concurrent insert for the same order waits on the
-    first one's transaction and then does nothing, so each order is mailed by one handler.
-    """
-    statement = (
-        insert(Notification)
-        .values(
-            id=uuid.uuid4(),
-            order_id=order_id,
-            customer_id=customer_id,
-            recipient=recipient,
-            kind=kind,
-            subject=subject,
-            body=body,
-            message_id=message_id,
-        )
-        .on_conflict_do_nothing(index_elements=[Notification.order_id])
-        .returning(Notification.id)
+    """Insert the order's notification; None when the order already has one."""
+    inserted: uuid.UUID | None = await _INSERT_IF_ABSENT.fetchval(
+        session,
+        id=uuid.uuid4(),
+        order_id=order_id,
+        customer_id=customer_id,
+        recipient=recipient,
+        kind=kind,
+        subject=subject,
+        body=body,
+        message_id=message_id,
     )
-    inserted: uuid.UUID | None = await session.scalar(statement)
     return inserted
 
 
 async def mark_sent(session: AsyncSession, notification_id: uuid.UUID, *, at: datetime) -> None:
-    await session.execute(
-        update(Notification).where(Notification.id == notification_id).values(sent_at=at)
-    )
+    await _MARK_SENT.execute(session, id=notification_id, at=at)

@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from mercato_shared.outbox import OUTBOX_INSERT, OUTBOX_JSON
+from mercato_shared.outbox import OUTBOX_INSERT
+from mercato_shared.sql import Sql
 from order_service.models import IdempotencyKey, Order, OrderStatus
 
 # A new order in one statement: the order, its lines, its first history entry and its
@@ -37,18 +38,18 @@ created AS (
 _WRITE_ORDER += OUTBOX_INSERT + " FROM src)"
 
 # Constant SQL (S608): every value is a bound parameter.
-_PLACE = text(
+_PLACE = Sql(
     "WITH src AS (SELECT CAST(:id AS uuid) AS id), "  # noqa: S608
     + _WRITE_ORDER
     + " SELECT true AS held, NULL AS known_hash, NULL AS known_order,"
     " created.created_at, created.updated_at, entry.at FROM created, entry"
-).bindparams(*OUTBOX_JSON)
+)
 
 # With an Idempotency-Key: the key's advisory lock (not waited for), its first request if it
 # has one, and the order written only when the key row is: a request racing this one for the
 # same key either holds the lock (held is false) or inserted the key first (nothing written,
 # nothing known to this statement's snapshot; the caller asks again).
-_PLACE_WITH_KEY = text(
+_PLACE_WITH_KEY = Sql(
     "WITH lock AS (SELECT pg_try_advisory_xact_lock(hashtextextended(:lock_name, 0)) AS held),"  # noqa: S608
     " known AS (SELECT k.request_hash, k.order_id FROM idempotency_keys AS k, lock"
     "  WHERE lock.held AND k.customer_id = CAST(:customer_id AS text)"
@@ -62,12 +63,12 @@ _PLACE_WITH_KEY = text(
     + " SELECT lock.held, known.request_hash AS known_hash, known.order_id AS known_order,"
     " created.created_at, created.updated_at, entry.at"
     " FROM lock LEFT JOIN known ON true LEFT JOIN created ON true LEFT JOIN entry ON true"
-).bindparams(*OUTBOX_JSON)
+)
 
 
 # A pending order's next step in one statement: the row changed under its lock (the UPDATE
 # takes it and re-checks PENDING once it has it) and the history entry appended.
-_ADVANCE = text(
+_ADVANCE = Sql(
     "WITH moved AS (UPDATE orders SET status = CAST(:status AS text),"
     " cancel_reason = COALESCE(CAST(:reason AS text), cancel_reason),"
     " amount = COALESCE(CAST(:amount AS integer), amount),"
@@ -100,26 +101,26 @@ async def advance(
     currency: str | None = None,
 ) -> Advanced | None:
     """Move a PENDING order to ``status`` and record ``step``; None if it is not pending."""
-    row = (
-        await session.execute(
-            _ADVANCE,
-            {
-                "id": order_id,
-                "status": status.value,
-                "pending": OrderStatus.PENDING.value,
-                "step": step,
-                "reason": reason,
-                "amount": amount,
-                "currency": currency,
-            },
-        )
-    ).first()
-    return None if row is None else Advanced(row.customer_id, row.email, row.created_at)
+    row = await _ADVANCE.fetchrow(
+        session,
+        id=order_id,
+        status=status.value,
+        pending=OrderStatus.PENDING.value,
+        step=step,
+        reason=reason,
+        amount=amount,
+        currency=currency,
+    )
+    return None if row is None else Advanced(row["customer_id"], row["email"], row["created_at"])
+
+
+_ORDER_STATUS = Sql("SELECT status FROM orders WHERE id = CAST(:id AS uuid)")
 
 
 async def order_status(session: AsyncSession, order_id: uuid.UUID) -> str | None:
     """The order's status, None for an unknown order."""
-    return await session.scalar(select(Order.status).where(Order.id == order_id))
+    status: str | None = await _ORDER_STATUS.fetchval(session, id=order_id)
+    return status
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,11 +158,12 @@ async def place_order(
         statement = _PLACE_WITH_KEY
         params["idempotency_key"], params["request_hash"] = key
         params["lock_name"] = _key_lock(order["customer_id"], key[0])
-    row = (await conn.execute(statement, params)).one()
+    row = await statement.fetchrow(conn, **params)
+    known, written = row["known_order"], row["created_at"]
     return Placement(
-        held=bool(row.held),
-        known=None if row.known_order is None else (row.known_hash, row.known_order),
-        written=None if row.created_at is None else (row.created_at, row.updated_at, row.at),
+        held=bool(row["held"]),
+        known=None if known is None else (row["known_hash"], known),
+        written=None if written is None else (written, row["updated_at"], row["at"]),
     )
 
 

@@ -39,7 +39,7 @@ from mercato_shared.metrics import SAGA_DURATION, SAGA_OUTCOMES
 from mercato_shared.outbox import add_event
 from mercato_shared.settings import ServiceSettings
 from order_service import repository
-from order_service.models import OrderStatus, outbox
+from order_service.models import OrderStatus
 from order_service.repository import Advanced
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,7 @@ async def confirm(
     event = OrderConfirmed(
         customer_id=advanced.customer_id, email=advanced.email, amount=amount, currency=currency
     )
-    await add_event(
-        session, outbox, event, order_id=order_id, topic=settings.topic(OrderConfirmed.topic)
-    )
+    await add_event(session, event, order_id=order_id, topic=settings.topic(OrderConfirmed.topic))
     return True
 
 
@@ -110,9 +108,7 @@ async def cancel(
         return False
     _count_outcome(session, advanced, status.value, reason.value)
     event = OrderCancelled(customer_id=advanced.customer_id, email=advanced.email, reason=reason)
-    await add_event(
-        session, outbox, event, order_id=order_id, topic=settings.topic(OrderCancelled.topic)
-    )
+    await add_event(session, event, order_id=order_id, topic=settings.topic(OrderCancelled.topic))
     return True
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,9 +31,10 @@ from mercato_shared.events import (
     PaymentFailure,
     payload_as,
 )
-from mercato_shared.outbox import add_event
+from mercato_shared.outbox import outbox_row
 from payment_service import repository
-from payment_service.models import Payment, PaymentStatus, outbox
+from payment_service.models import PaymentStatus
+from payment_service.repository import PaymentState
 from payment_service.sandbox import (
     ProviderRejectedError,
     ProviderUnavailableError,
@@ -76,12 +76,12 @@ class PaymentSaga:
                 status=PaymentStatus.AUTHORIZING,
                 amount=event.amount,
                 currency=event.currency,
+                idempotency_key=key,
             )
             if not created:
                 # Cancelled before the reservation arrived, or a reservation already handled.
                 log.info("reservation ignored", extra=_context(payment))
                 return
-            payment.idempotency_key = key
             if event.amount == 0:
                 # Nothing to hold: an order of free items needs no processor.
                 await self._authorized(session, payment, authorization_id=None)
@@ -121,7 +121,7 @@ class PaymentSaga:
         async with serial(session):
             payment.status = PaymentStatus.CAPTURED
             payment.captured = captured
-            _touch(payment)
+            await repository.save(session, payment)
 
     async def on_order_cancelled(self, session: AsyncSession, envelope: Envelope) -> None:
         """Release what the order holds: void an authorization, refund a capture."""
@@ -162,11 +162,11 @@ class PaymentSaga:
         async with serial(session):
             for name, value in changes.items():
                 setattr(payment, name, value)
-            _touch(payment)
+            await repository.save(session, payment)
         log.info("payment compensated: %s -> %s", status, payment.status, extra=_context(payment))
 
     async def _settle(
-        self, session: AsyncSession, payment: Payment, auth: SandboxAuthorization
+        self, session: AsyncSession, payment: PaymentState, auth: SandboxAuthorization
     ) -> None:
         payment.provider_ref = auth.id
         if auth.status in ("authorized", "captured"):
@@ -183,10 +183,9 @@ class PaymentSaga:
             )
 
     async def _authorized(
-        self, session: AsyncSession, payment: Payment, *, authorization_id: str | None
+        self, session: AsyncSession, payment: PaymentState, *, authorization_id: str | None
     ) -> None:
         payment.status = PaymentStatus.AUTHORIZED
-        _touch(payment)
         assert payment.currency is not None  # noqa: S101 - set from the reservation
         event = PaymentAuthorized(
             amount=payment.amount,
@@ -196,11 +195,10 @@ class PaymentSaga:
         await self._emit(session, payment, event)
 
     async def _failed(
-        self, session: AsyncSession, payment: Payment, reason: PaymentFailure, detail: str
+        self, session: AsyncSession, payment: PaymentState, reason: PaymentFailure, detail: str
     ) -> None:
         payment.status = PaymentStatus.FAILED
         payment.failure_reason = reason
-        _touch(payment)
         await self._emit(session, payment, PaymentFailed(reason=reason, detail=detail[:500]))
 
     async def _void_key(self, key: str) -> bool:
@@ -212,12 +210,14 @@ class PaymentSaga:
             return False
         return True
 
-    async def _emit(self, session: AsyncSession, payment: Payment, event: Payload) -> None:
+    async def _emit(self, session: AsyncSession, payment: PaymentState, event: Payload) -> None:
+        """Save the payment's new state with the event that announces it."""
         topic = self.settings.topic(event.topic)
-        await add_event(session, outbox, event, order_id=payment.order_id, topic=topic)
+        _, row = outbox_row(event, order_id=payment.order_id, topic=topic)
+        await repository.save(session, payment, event=row)
 
 
-def _needs_key_void(payment: Payment) -> bool:
+def _needs_key_void(payment: PaymentState) -> bool:
     return (
         payment.failure_reason == PaymentFailure.PROVIDER_UNAVAILABLE
         and not payment.key_voided
@@ -225,11 +225,7 @@ def _needs_key_void(payment: Payment) -> bool:
     )
 
 
-def _touch(payment: Payment) -> None:
-    payment.updated_at = datetime.now(UTC)
-
-
-def _context(payment: Payment | None) -> dict[str, str]:
+def _context(payment: PaymentState | None) -> dict[str, str]:
     if payment is None:
         return {}
     return {"order_id": str(payment.order_id), "payment_status": payment.status}

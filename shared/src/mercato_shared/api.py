@@ -22,7 +22,7 @@ from mercato_shared.db import create_engine, create_sessionmaker, ping
 from mercato_shared.health import health_router
 from mercato_shared.identity import SUBJECT_PATTERN, IdentityVerifier
 from mercato_shared.logs import configure_logging
-from mercato_shared.metrics import HttpMetrics, expose_metrics
+from mercato_shared.metrics import EVENT_LOOP_LAG, EventLoopLag, HttpMetrics, expose_metrics
 from mercato_shared.problems import document_problems, install_problem_handlers
 from mercato_shared.settings import ServiceSettings
 from mercato_shared.tracing import (
@@ -100,9 +100,11 @@ def create_service_app(
         app.state.identity_verifier = IdentityVerifier.from_path(
             settings.identity_public_keys, issuer=settings.identity_issuer
         )
+        lag = EventLoopLag(EVENT_LOOP_LAG, service=settings.service_name).start()
         try:
             yield
         finally:
+            lag.cancel()
             await engine.dispose()
 
     app = FastAPI(

@@ -8,12 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import MetaData, Table, TextClause, delete, text
+from sqlalchemy import MetaData, Table, delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mercato_shared.db import transaction
 from mercato_shared.events import Envelope
 from mercato_shared.settings import ServiceSettings
+from mercato_shared.sql import Sql
 from mercato_shared.tables import inbox_table
 
 
@@ -28,11 +29,11 @@ class Delivery:
 
 
 @functools.cache
-def _insert_many(inbox: Table) -> TextClause:
+def _insert_many(inbox: Table) -> Sql:
     # One statement for a whole batch, whatever its size: the arrays are parameters, so the
     # statement is prepared once per connection. A multi-row VALUES list would be a new
     # statement (compiled and prepared anew) for every batch size.
-    return text(
+    return Sql(
         f'INSERT INTO {inbox.name} (event_id, event_type, order_id, topic, partition, "offset") '  # noqa: S608 - a table name from our own metadata
         "SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS text[]), "
         "CAST(:orders AS uuid[]), CAST(:topics AS text[]), CAST(:partitions AS integer[]), "
@@ -47,18 +48,16 @@ async def record(
     """Mark the events processed; returns the ids that were new (the rest are redeliveries)."""
     if not deliveries:
         return set()
-    result = await session.execute(
-        _insert_many(inbox),
-        {
-            "ids": [d.envelope.id for d in deliveries],
-            "types": [d.envelope.type for d in deliveries],
-            "orders": [d.envelope.order_id for d in deliveries],
-            "topics": [d.topic for d in deliveries],
-            "partitions": [d.partition for d in deliveries],
-            "offsets": [d.offset for d in deliveries],
-        },
+    rows = await _insert_many(inbox).fetch(
+        session,
+        ids=[d.envelope.id for d in deliveries],
+        types=[d.envelope.type for d in deliveries],
+        orders=[d.envelope.order_id for d in deliveries],
+        topics=[d.topic for d in deliveries],
+        partitions=[d.partition for d in deliveries],
+        offsets=[d.offset for d in deliveries],
     )
-    return set(result.scalars())
+    return {row[0] for row in rows}
 
 
 async def purge(*, sessions: async_sessionmaker[AsyncSession], settings: ServiceSettings) -> int:

@@ -5,7 +5,9 @@ Labels name the service (``order``), so one Prometheus scrape config covers ever
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import deque
 from typing import Any, Generic, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -95,6 +97,50 @@ SAGA_DURATION = Histogram(
     ["status"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
 )
+
+
+def event_loop_lag_gauge(registry: CollectorRegistry | None = REGISTRY) -> Gauge:
+    """The event-loop lag gauge in ``registry`` (the gateway keeps a registry of its own)."""
+    return Gauge(
+        "mercato_event_loop_lag_seconds",
+        "How late the event loop ran a periodic timer: the worst of the last ten seconds",
+        ["service"],
+        registry=registry,
+    )
+
+
+EVENT_LOOP_LAG = event_loop_lag_gauge()
+
+
+class EventLoopLag:
+    """Measures how late the running loop wakes a sleeping task, the wait every callback sees.
+
+    One timer every ``interval`` seconds, so the cost is a wake-up four times a second. The
+    gauge holds the worst lag of the last ``window`` seconds rather than the latest: a scrape
+    every few seconds would otherwise miss a stall between two ticks.
+    """
+
+    def __init__(
+        self, gauge: Gauge, *, service: str, interval: float = 0.25, window: float = 10.0
+    ) -> None:
+        self._gauge = gauge.labels(service)
+        self._interval = interval
+        self._recent: deque[float] = deque(maxlen=max(1, round(window / interval)))
+
+    async def run(self) -> None:
+        """Measure until cancelled."""
+        loop = asyncio.get_running_loop()
+        self._gauge.set(0)
+        while True:
+            started = loop.time()
+            await asyncio.sleep(self._interval)
+            self._recent.append(max(0.0, loop.time() - started - self._interval))
+            self._gauge.set(max(self._recent))
+
+    def start(self) -> asyncio.Task[None]:
+        """The measuring task, on the running loop; cancel it to stop."""
+        return asyncio.create_task(self.run(), name="event-loop-lag")
+
 
 _STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 

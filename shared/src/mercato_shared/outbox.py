@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import math
@@ -19,7 +18,6 @@ from aiokafka.errors import KafkaError
 from opentelemetry.trace import SpanKind
 from sqlalchemy import (
     BigInteger,
-    Insert,
     Integer,
     Table,
     Text,
@@ -28,15 +26,15 @@ from sqlalchemy import (
     cast,
     delete,
     func,
-    insert,
     select,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from mercato_shared.events import Envelope, Payload
 from mercato_shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST, OUTBOX_PUBLISHED
+from mercato_shared.sql import Sql
 from mercato_shared.tables import OUTBOX_CHANNEL
 from mercato_shared.tracing import context_from, current_context_headers, tracer
 from mercato_shared.tracing import enabled as tracing_enabled
@@ -54,48 +52,42 @@ LEAD_SQL = "SELECT pg_try_advisory_lock($1)"
 
 
 async def add_event(
-    session: AsyncSession,
-    outbox: Table,
-    payload: Payload,
-    *,
-    order_id: uuid.UUID,
-    topic: str,
+    session: AsyncSession, payload: Payload, *, order_id: uuid.UUID, topic: str
 ) -> Envelope:
     """Write an event to the outbox inside the caller's transaction."""
     envelope, row = outbox_row(payload, order_id=order_id, topic=topic)
-    # The values as parameters of one statement per table, not a statement built per event.
-    await session.execute(_insert_into(outbox), row)
+    await _ADD_EVENT.execute(session, **row)
     return envelope
 
 
-@functools.cache
-def _insert_into(outbox: Table) -> Insert:
-    return insert(outbox)
-
-
 # An outbox row as part of a larger statement (a data-modifying CTE, or the statement's last
-# part): its values are the bound parameters named as outbox_row() names them.
+# part): its values are the bound parameters named as outbox_row() names them. Every
+# service's outbox table is named so (tables.outbox_table).
 OUTBOX_INSERT = (
     "INSERT INTO outbox (event_id, topic, key, event_type, envelope, headers)"
     " SELECT CAST(:event_id AS uuid), CAST(:topic AS text), CAST(:key AS text),"
     " CAST(:event_type AS text), CAST(:envelope AS jsonb), CAST(:headers AS jsonb)"
 )
-OUTBOX_JSON = (bindparam("envelope", type_=JSONB), bindparam("headers", type_=JSONB))
+_ADD_EVENT = Sql(OUTBOX_INSERT)
 
 
 def outbox_row(
     payload: Payload, *, order_id: uuid.UUID, topic: str
 ) -> tuple[Envelope, dict[str, Any]]:
-    """An event and its outbox row's values, for a statement that writes it with other rows."""
+    """An event and its outbox row's values, for a statement that writes it with other rows.
+
+    The JSON columns' values are JSON text: pydantic serialises the envelope once, and the
+    relay sends the stored text as the record's value.
+    """
     envelope = Envelope.wrap(payload, order_id=order_id)
     return envelope, {
         "event_id": envelope.id,
         "topic": topic,
         "key": str(envelope.order_id),
         "event_type": envelope.type,
-        "envelope": envelope.model_dump(mode="json"),
+        "envelope": envelope.model_dump_json(),
         # The relay publishes later, in no request's context: the row carries the trace.
-        "headers": current_context_headers(),
+        "headers": json.dumps(current_context_headers()),
     }
 
 

@@ -22,7 +22,7 @@ from mercato_shared.embedded import EmbeddedServer
 from mercato_shared.health import health_router
 from mercato_shared.kafka import create_producer
 from mercato_shared.logs import configure_logging
-from mercato_shared.metrics import expose_metrics
+from mercato_shared.metrics import EVENT_LOOP_LAG, EventLoopLag, expose_metrics
 from mercato_shared.outbox import OutboxRelay
 from mercato_shared.settings import ServiceSettings
 from mercato_shared.tracing import (
@@ -148,6 +148,7 @@ async def run_worker(spec: WorkerSpec) -> None:
         *([asyncio.create_task(relay.run(), name="outbox-relay")] if relay else []),
         asyncio.create_task(consumer.run(), name="consumer"),
         asyncio.create_task(server.serve(), name="health-server"),
+        EventLoopLag(EVENT_LOOP_LAG, service=settings.service_name).start(),
         *(
             asyncio.create_task(_every(job, interval, sessions), name=f"job-{index}")
             for index, (job, interval) in enumerate(jobs)

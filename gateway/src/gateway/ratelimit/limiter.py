@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -9,14 +10,14 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from gateway.ratelimit.policies import Decision, RatePolicy
 
@@ -166,6 +167,10 @@ class RateLimiter:
     While degraded, at most one request per ``probe_interval`` seconds tries Redis, so an
     outage costs one timeout per probe rather than one per request.
 
+    Decisions asked for in one turn of the event loop (concurrent requests) go to Redis in one
+    round trip, a pipeline of the script's calls, one per decision and in the order asked, so
+    each request still gets its own exact decision.
+
     A key Redis refused is refused here, without asking, until the time Redis said a request
     would be admitted again: other processes' admissions can only move that time later, so
     the remembered refusal never refuses what Redis would admit (by more than the round
@@ -183,7 +188,7 @@ class RateLimiter:
         probe_interval: float = 0.5,
         max_refused: int = 100_000,
     ) -> None:
-        self._script = redis.register_script(_script_source())
+        self._calls = _ScriptCalls(redis)
         self._on_redis_error = on_redis_error
         self._key_prefix = key_prefix
         self._metrics = _metrics(registry)
@@ -228,7 +233,7 @@ class RateLimiter:
             # This request is the probe; the others keep using the fallback meanwhile.
             self._next_probe = now + self._probe_interval
         try:
-            reply = await self._script(keys=[key], args=[policy.interval_us, policy.burst_us, cost])
+            reply = await self._calls.call(key, (policy.interval_us, policy.burst_us, cost))
         except (RedisError, OSError) as exc:
             self._metrics.redis_errors.inc()
             if not self._degraded:
@@ -297,6 +302,80 @@ class RateLimiter:
             )
         counter.inc()
         return decision
+
+
+class _ScriptCalls:
+    """gcra.lua's calls of one event-loop turn, sent to Redis together.
+
+    The first call of a turn schedules the send for the end of the turn; the calls made
+    meanwhile join it. One call goes alone through redis-py's Script (which loads the script
+    on NOSCRIPT); several go as one pipeline without MULTI, each answered or failed on its
+    own. A pipeline's Script calls would ask SCRIPT EXISTS first, a round trip per send, so
+    the pipeline sends EVALSHA and, if Redis lost the script (restarted, flushed), loads it
+    and sends again once.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._script = redis.register_script(_script_source())
+        self._waiting: list[tuple[str, tuple[int, int, int], asyncio.Future[Any]]] = []
+        self._sends: set[asyncio.Task[None]] = set()
+
+    async def call(self, key: str, args: tuple[int, int, int]) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._waiting.append((key, args, future))
+        if len(self._waiting) == 1:
+            loop.call_soon(self._send_waiting)
+        return await future
+
+    def _send_waiting(self) -> None:
+        calls, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._send(calls))
+        # The loop keeps only weak references to tasks.
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _send(
+        self, calls: list[tuple[str, tuple[int, int, int], asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            if len(calls) == 1:
+                key, args, _ = calls[0]
+                replies: list[Any] = [await self._script(keys=[key], args=list(args))]
+            else:
+                replies = await self._pipeline([(key, args) for key, args, _ in calls])
+        except asyncio.CancelledError:
+            for _, _, future in calls:
+                future.cancel()
+            raise
+        except Exception as exc:
+            # Every request of the send gets the failure, and decides by the fallback.
+            for _, _, future in calls:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, _, future), reply in zip(calls, replies, strict=True):
+            if future.done():
+                continue  # its request was cancelled meanwhile
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    async def _pipeline(self, calls: list[tuple[str, tuple[int, int, int]]]) -> list[Any]:
+        replies = await self._evalsha_each(calls)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            await self._redis.script_load(self._script.script)
+            replies = await self._evalsha_each(calls)
+        return replies
+
+    async def _evalsha_each(self, calls: list[tuple[str, tuple[int, int, int]]]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for key, args in calls:
+            pipe.evalsha(self._script.sha, 1, key, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
 
 _DEGRADED_MODE: dict[OnRedisError, str] = {
