@@ -236,6 +236,7 @@ print_urls() {
 
 Mercato is running on loopback:
   gateway           http://127.0.0.1:8080   (try: curl http://127.0.0.1:8080/api/v1/products)
+  API docs          http://127.0.0.1:8080/docs   (the public OpenAPI document: /openapi.json)
   token             TOKEN=\$(make -s token SUB=alice ROLES=customer)   (then -H "Authorization: Bearer \$TOKEN")
   traces            $traces
   mail catcher      http://127.0.0.1:8025        (SMTP on 127.0.0.1:1025)

@@ -238,6 +238,13 @@ async def test_verified_cache_is_bounded_by_its_ttl_and_the_token_exp(monkeypatc
     assert verified == 4
 
 
+@pytest.mark.parametrize("subject", ["a\x00b", "x" * 256, "", 7])
+async def test_a_subject_no_service_could_store_is_refused(subject):
+    authenticator, secret = _verified_cache_authenticator(_Clock(), 0)
+    with pytest.raises(AuthenticationError, match=r"(?i)sub"):
+        await authenticator.authenticate(jwt.encode(claims(sub=subject), secret, algorithm="HS256"))
+
+
 async def test_verified_cache_off_verifies_every_time():
     authenticator, secret = _verified_cache_authenticator(_Clock(), 0)
     token = jwt.encode(claims(), secret, algorithm="HS256")

@@ -101,6 +101,8 @@ async def test_admin_sets_stock_on_hand(client, seeded, admin, sign):
     assert public["available"] == 120
     # Zero is a valid count: the product stays listed, out of stock.
     assert (await client.put(STOCK, json={"on_hand": 0}, headers=admin)).json()["available"] == 0
+    # JSON Schema's integer includes 7.0, and so does the API.
+    assert (await client.put(STOCK, json={"on_hand": 7.0}, headers=admin)).json()["on_hand"] == 7
 
 
 async def test_stock_cannot_drop_below_reserved_plus_committed(client, seeded, admin):
@@ -138,7 +140,7 @@ async def test_unknown_sku_is_a_404_problem(client, seeded, admin):
     [
         {"on_hand": -1},
         {"on_hand": "5"},
-        {"on_hand": 5.0},
+        {"on_hand": 5.5},
         {"on_hand": True},
         {"on_hand": None},
         {"on_hand": 2**31},
@@ -211,7 +213,8 @@ async def test_openapi_documents_the_admin_routes(client):
     )
     assert {"403", "404", "409", "422"} <= put["responses"].keys()
     conflict = put["responses"]["409"]["content"]["application/problem+json"]["schema"]
-    assert conflict["required"] == ["type", "title", "status"]
+    assert conflict["$ref"] == "#/components/schemas/Problem"
+    assert spec["components"]["schemas"]["Problem"]["required"] == ["type", "title", "status"]
     listing = spec["paths"]["/api/v1/products/{sku}/reservations"]["get"]
     assert listing["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/ReservationPage"

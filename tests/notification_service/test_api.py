@@ -77,6 +77,8 @@ async def test_identity_is_required(client):
         "offset=x",
         "customer_id=&limit=0",
         "offset=9223372036854775808",
+        "limt=5",
+        "customer_id=" + "x" * 256,
     ],
 )
 async def test_bad_paging_is_a_problem(client, notifications, sign, query):

@@ -58,6 +58,9 @@ def _claims(**overrides):
         pytest.param(_claims(exp=int(time.time()) + 3600), id="lifetime-too-long"),
         pytest.param(_claims(roles=["root"]), id="unknown-role"),
         pytest.param({k: v for k, v in _claims().items() if k != "sub"}, id="no-subject"),
+        pytest.param(_claims(sub="a\x00b"), id="nul-in-subject"),
+        pytest.param(_claims(sub="x" * 256), id="subject-too-long"),
+        pytest.param(_claims(sub=7), id="subject-not-a-string"),
     ],
 )
 def test_rejects_bad_claims(verifier, private_key, claims):

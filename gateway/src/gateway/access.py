@@ -63,7 +63,7 @@ class AccessPolicy:
 
     def decide(self, method: str, path: str, identity: Identity | None) -> Verdict:
         """ALLOW, UNAUTHENTICATED (401: no valid token) or FORBIDDEN (403: roles lacking)."""
-        rule = self._match(method, path)
+        rule = self.rule(method, path)
         if rule is not None and rule.public:
             return Verdict.ALLOW
         if identity is None:
@@ -72,5 +72,6 @@ class AccessPolicy:
             return Verdict.FORBIDDEN
         return Verdict.ALLOW
 
-    def _match(self, method: str, path: str) -> CompiledRule | None:
+    def rule(self, method: str, path: str) -> CompiledRule | None:
+        """The rule that decides ``method`` on ``path``, if any covers it."""
         return next((rule for rule in self._rules if rule.matches(method, path)), None)

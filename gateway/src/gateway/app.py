@@ -22,6 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from gateway.access import AccessPolicy, Verdict
+from gateway.apidocs import PublicDocument, docs_router, own_document
 from gateway.asgi import Message, Receive, Scope, Send, send_problem
 from gateway.auth import AuthenticationError, Authenticator, KeysUnavailableError
 from gateway.cache import route_caches
@@ -132,13 +133,27 @@ class Gateway:
         self._forwarder: Forwarder | None = None
         self._authenticator: Authenticator | None = None
         self._limiter: RateLimiter | None = None
+        # FastAPI's own document and page are replaced by the public ones (gateway.apidocs).
         self.admin = FastAPI(
-            title="Mercato gateway", lifespan=self._lifespan, telemetry=FASTAPI_TELEMETRY
+            title="Mercato gateway",
+            lifespan=self._lifespan,
+            telemetry=FASTAPI_TELEMETRY,
+            openapi_url=None,
+            docs_url=None,
+            redoc_url=None,
         )
         install_problem_handlers(self.admin)
         self.admin.add_exception_handler(404, self._unknown_path)
         # Ready without Redis too: rate limiting then falls back per process.
         self.admin.include_router(health_router({}))
+        self.document = PublicDocument(
+            settings=settings,
+            access=self.access,
+            upstreams=self.upstreams,
+            session=lambda: self._session,
+            own=lambda: own_document(self.admin.routes),
+        )
+        self.admin.include_router(docs_router(self.document))
         expose_metrics(self.admin, self.registry)
 
     async def _unknown_path(self, request: Request, _: Exception) -> JSONResponse:

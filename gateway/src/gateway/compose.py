@@ -16,6 +16,7 @@ import aiohttp
 from gateway.asgi import Send, send_problem
 from gateway.upstreams import NoInstanceError, UpstreamTable
 
+DETAILS_PATH = "/api/v1/orders/{order_id}/details"
 DETAILS = re.compile(r"^/api/v1/orders/(?P<order_id>[^/]+)/details$")
 
 

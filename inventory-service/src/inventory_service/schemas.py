@@ -8,7 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from inventory_service.models import ReservationStatus
-from mercato_shared.api import Page
+from mercato_shared.api import Page, WholeNumber
 
 # Stock columns are Postgres integers; a larger number must be a 422, not a database error.
 MAX_STOCK = 2**31 - 1
@@ -33,7 +33,7 @@ class StockUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    on_hand: int = Field(strict=True, ge=0, le=MAX_STOCK, examples=[120])
+    on_hand: WholeNumber = Field(ge=0, le=MAX_STOCK, examples=[120])
 
 
 class StockRead(BaseModel):
@@ -62,14 +62,3 @@ class ReservationRead(BaseModel):
 
 class ReservationPage(Page[ReservationRead]):
     """A page of reservations."""
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem body (documentation only; errors are rendered by the library)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    type: str = Field(examples=["urn:mercato:problem:not-found"])
-    title: str
-    status: int
-    detail: str | None = None

@@ -12,16 +12,18 @@ from typing import Annotated, Generic, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mercato_shared.db import create_engine, create_sessionmaker, ping
 from mercato_shared.health import health_router
-from mercato_shared.identity import IdentityVerifier
+from mercato_shared.identity import SUBJECT_PATTERN, IdentityVerifier
 from mercato_shared.logs import configure_logging
 from mercato_shared.metrics import EVENT_LOOP_LAG, EventLoopLag, HttpMetrics, expose_metrics
-from mercato_shared.problems import install_problem_handlers
+from mercato_shared.problems import document_problems, install_problem_handlers
 from mercato_shared.settings import ServiceSettings
 from mercato_shared.tracing import (
     FASTAPI_TELEMETRY,
@@ -40,6 +42,33 @@ Item = TypeVar("Item", bound=BaseModel)
 BIGINT_MAX = 2**63 - 1
 Limit = Annotated[int, Query(ge=1, le=200, description="items per page")]
 Offset = Annotated[int, Query(ge=0, le=BIGINT_MAX, description="items skipped")]
+# Filtering by customer: the caller's own unless an admin asks.
+CustomerFilter = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=255,
+        # A subject has no control character (and Postgres text cannot hold a NUL).
+        pattern=SUBJECT_PATTERN,
+        description="admins only: one customer's",
+    ),
+]
+
+
+def _whole_number(value: object) -> object:
+    # JSON Schema counts 2.0 as an integer and some JSON encoders write counts so; anything
+    # else (a string, a bool, 2.5) is still refused by the strict check after this.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# A count in a request body: an integer, never a string or a boolean coerced into one.
+WholeNumber = Annotated[int, BeforeValidator(_whole_number), Field(strict=True)]
+# A product's stock-keeping unit, as the catalogue names it and orders refer to it.
+Sku = Annotated[
+    str, StringConstraints(pattern=r"^[A-Z0-9][A-Z0-9-]{0,63}$"), Field(examples=["MUG-BLUE"])
+]
 
 
 class Page(BaseModel, Generic[Item]):
@@ -78,8 +107,15 @@ def create_service_app(
             lag.cancel()
             await engine.dispose()
 
-    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, telemetry=FASTAPI_TELEMETRY)
+    app = FastAPI(
+        title=title,
+        version="0.1.0",
+        lifespan=lifespan,
+        telemetry=FASTAPI_TELEMETRY,
+        dependencies=[Depends(refuse_unknown_query_parameters)],
+    )
     install_problem_handlers(app)
+    document_problems(app)
     app.add_middleware(HttpMetrics, service=settings.service_name)
     if tracing_enabled():
         app.add_middleware(
@@ -96,6 +132,40 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+# The query parameters each route takes, by its dependant's id: routes live as long as the app.
+_QUERY_PARAMETERS: dict[int, frozenset[str]] = {}
+
+
+def _query_parameters(dependant: Dependant) -> frozenset[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_parameters(sub)
+    return frozenset(names)
+
+
+async def refuse_unknown_query_parameters(request: Request) -> None:
+    """422 for a query parameter the route does not take: a typo is not silently ignored."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not request.query_params:
+        return
+    known = _QUERY_PARAMETERS.get(id(dependant))
+    if known is None:
+        known = _QUERY_PARAMETERS[id(dependant)] = _query_parameters(dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", name),
+                    "msg": "not a parameter of this route",
+                    "type": "extra_forbidden",
+                }
+                for name in unknown
+            ]
+        )
 
 
 async def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:

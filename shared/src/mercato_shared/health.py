@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 Check = Callable[[], Awaitable[None]]
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -26,6 +28,13 @@ async def run_checks(checks: Mapping[str, Check]) -> dict[str, str]:
     return dict(zip(checks, results, strict=True))
 
 
+class Readiness(BaseModel):
+    """Whether the process's dependencies answer, and what each check said."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+
+
 def health_router(checks: Mapping[str, Check]) -> APIRouter:
     """Routes for liveness and readiness; ``checks`` name each dependency probed by /readyz."""
     router = APIRouter(tags=["health"])
@@ -34,7 +43,11 @@ def health_router(checks: Mapping[str, Check]) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz")
+    @router.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "a dependency does not answer"}},
+    )
     async def readyz() -> JSONResponse:
         results = await run_checks(checks)
         ready = all(result == "ok" for result in results.values())

@@ -7,6 +7,7 @@ that is compromised cannot mint identities for calls to the others. Each token n
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Annotated, Protocol, TypeVar
 
 import jwt
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 
 from mercato_shared.identity_keys import PublicKeySet, SigningKey
 from mercato_shared.problems import NotFoundError, UnauthorizedError
@@ -24,8 +26,17 @@ IDENTITY_HEADER = "X-Mercato-Identity"
 ALGORITHM = "ES256"
 MAX_TTL_SECONDS = 60
 LEEWAY_SECONDS = 5
+# A caller's subject: what a database's text column and a log line can hold. A token with
+# another is refused, at the gateway and in every service.
+SUBJECT_PATTERN = r"^[^\x00-\x1f\x7f]{1,255}$"
+_SUBJECT = re.compile(SUBJECT_PATTERN)
 # Verified tokens remembered per process; the oldest is forgotten first.
 VERIFIED_TOKENS = 4096
+
+
+def valid_subject(subject: object) -> bool:
+    """Whether ``subject`` is 1 to 255 characters with no control character."""
+    return isinstance(subject, str) and _SUBJECT.fullmatch(subject) is not None
 
 
 class Owned(Protocol):
@@ -127,7 +138,9 @@ class IdentityVerifier:
             roles = frozenset(Role(role) for role in claims.get("roles", []))
         except ValueError as exc:
             raise UnauthorizedError("identity token names an unknown role") from exc
-        identity = Identity(subject=str(claims["sub"]), roles=roles)
+        if not valid_subject(claims["sub"]):
+            raise UnauthorizedError("identity token names an invalid subject")
+        identity = Identity(subject=claims["sub"], roles=roles)
         # As long as PyJWT itself would accept it: exp plus the leeway.
         return identity, float(claims["exp"]) + LEEWAY_SECONDS
 
@@ -152,9 +165,20 @@ def issue_identity(
     return jwt.encode(claims, key.key, algorithm=ALGORITHM, headers={"kid": key.kid})
 
 
-async def get_identity(request: Request) -> Identity:
+# Declared as a security scheme so that every service's OpenAPI document says which
+# operations need the header; the gateway's public document replaces it with the bearer token.
+identity_header = APIKeyHeader(
+    name=IDENTITY_HEADER,
+    scheme_name="identity",
+    description="the identity token the gateway signs for each caller (ES256, at most 60 s)",
+    auto_error=False,
+)
+
+
+async def get_identity(
+    request: Request, token: Annotated[str | None, Security(identity_header)]
+) -> Identity:
     """FastAPI dependency: the verified caller, or 401 for a missing or invalid header."""
-    token = request.headers.get(IDENTITY_HEADER)
     if not token:
         raise UnauthorizedError(f"missing {IDENTITY_HEADER} header")
     verifier: IdentityVerifier = request.app.state.identity_verifier

@@ -10,10 +10,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "urn:mercato:problem:"
+SCHEMA_REF = "#/components/schemas/"
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,62 @@ def problem_response(
     return JSONResponse(
         body, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers or {})
     )
+
+
+class ValidationIssue(BaseModel):
+    """One thing wrong with a request: where (loc), what (msg) and of which kind (type)."""
+
+    loc: list[str | int] = Field(examples=[["query", "limit"]])
+    msg: str
+    type: str = Field(examples=["less_than_equal"])
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem body: how every error of every service and the gateway looks."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(
+        description="urn:mercato:problem:<kind>, or about:blank when the status says it all",
+        examples=["urn:mercato:problem:not-found"],
+    )
+    title: str = Field(examples=["Not Found"])
+    status: int = Field(ge=400, le=599, examples=[404])
+    detail: str | None = Field(default=None, examples=["order 7c9e... not found"])
+    errors: list[ValidationIssue] | None = Field(
+        default=None, description="what failed validation (400 malformed JSON, 422)"
+    )
+
+
+def problem_schemas() -> dict[str, Any]:
+    """The OpenAPI component schemas that ``problem_responses`` refers to."""
+    _, top = models_json_schema([(Problem, "serialization")], ref_template=SCHEMA_REF + "{model}")
+    schemas: dict[str, Any] = top["$defs"]
+    return schemas
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problem bodies an operation can answer with, by status."""
+    content = {PROBLEM_JSON: {"schema": {"$ref": SCHEMA_REF + "Problem"}}}
+    return {
+        status: {"description": HTTPStatus(status).phrase, "content": content}
+        for status in statuses
+    }
+
+
+def document_problems(app: FastAPI) -> None:
+    """Add the problem schemas to ``app``'s OpenAPI document, for ``problem_responses``."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            document.setdefault("components", {}).setdefault("schemas", {}).update(
+                problem_schemas()
+            )
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class ProblemError(Exception):

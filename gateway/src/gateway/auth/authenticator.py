@@ -14,7 +14,7 @@ import jwt
 
 from gateway.auth.jwks import JwksCache, KeySetUnavailableError
 from gateway.settings import IssuerConfig
-from mercato_shared.identity import Identity, Role
+from mercato_shared.identity import Identity, Role, valid_subject
 
 REQUIRED_CLAIMS = ["sub", "exp", "iss", "aud"]
 # Verified tokens kept at most; the least recently used go first.
@@ -163,8 +163,10 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise AuthenticationError(str(exc)) from exc
+        if not valid_subject(claims["sub"]):
+            raise AuthenticationError("sub must be 1 to 255 characters, none a control character")
         identity = Identity(
-            subject=str(claims["sub"]), roles=_roles(claims.get(issuer.config.roles_claim))
+            subject=claims["sub"], roles=_roles(claims.get(issuer.config.roles_claim))
         )
         return identity, issuer, claims
 

@@ -7,17 +7,16 @@ still refused.
 
 from __future__ import annotations
 
-from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
 from inventory_service import service
 from inventory_service.models import ReservationStatus
-from inventory_service.schemas import Problem, ReservationPage, StockRead, StockUpdate
-from mercato_shared.api import Limit, Offset, Sessions
+from inventory_service.schemas import ReservationPage, StockRead, StockUpdate
+from mercato_shared.api import Limit, Offset, Sessions, Sku
 from mercato_shared.identity import CurrentIdentity, Identity
-from mercato_shared.problems import PROBLEM_JSON, ForbiddenError
+from mercato_shared.problems import ForbiddenError, problem_responses
 
 
 async def require_admin(identity: CurrentIdentity) -> Identity:
@@ -33,21 +32,16 @@ async def require_admin(identity: CurrentIdentity) -> Identity:
 AdminIdentity = Annotated[Identity, Depends(require_admin)]
 
 
-def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the problem bodies a route can answer with."""
-    schema = {"schema": Problem.model_json_schema()}
-    return {
-        status: {"description": HTTPStatus(status).phrase, "content": {PROBLEM_JSON: schema}}
-        for status in (401, 403, 422, *statuses)
-    }
+router = APIRouter(
+    prefix="/api/v1/products",
+    tags=["stock (admin)"],
+    responses=problem_responses(401, 403, 404, 422),
+)
 
 
-router = APIRouter(prefix="/api/v1/products", tags=["stock (admin)"])
-
-
-@router.put("/{sku}/stock", response_model=StockRead, responses=_problems(404, 409))
+@router.put("/{sku}/stock", response_model=StockRead, responses=problem_responses(400, 409))
 async def set_stock(
-    sku: str, body: StockUpdate, identity: AdminIdentity, sessions: Sessions
+    sku: Sku, body: StockUpdate, identity: AdminIdentity, sessions: Sessions
 ) -> StockRead:
     """Set the units on hand; 409 if that is fewer than are reserved and committed."""
     product = await service.set_stock(
@@ -56,9 +50,9 @@ async def set_stock(
     return StockRead.model_validate(product)
 
 
-@router.get("/{sku}/reservations", response_model=ReservationPage, responses=_problems(404))
+@router.get("/{sku}/reservations", response_model=ReservationPage)
 async def list_reservations(
-    sku: str,
+    sku: Sku,
     _: AdminIdentity,
     sessions: Sessions,
     status: ReservationStatus | None = None,

@@ -9,11 +9,14 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from inventory_service import service
 from inventory_service.schemas import ProductPage, ProductRead
 from inventory_service.settings import InventorySettings
-from mercato_shared.api import Limit, Offset, Sessions
+from mercato_shared.api import Limit, Offset, Sessions, Sku
 from mercato_shared.http_cache import CACHEABLE_RESPONSES, cacheable_json
 from mercato_shared.identity import CurrentIdentity
+from mercato_shared.problems import problem_responses
 
-router = APIRouter(prefix="/api/v1/products", tags=["products"])
+router = APIRouter(
+    prefix="/api/v1/products", tags=["products"], responses=problem_responses(401, 422)
+)
 
 
 async def get_cache_control(request: Request) -> str:
@@ -25,7 +28,11 @@ async def get_cache_control(request: Request) -> str:
 CacheControl = Annotated[str, Depends(get_cache_control)]
 IfNoneMatch = Annotated[
     str | None,
-    Header(description="ETags the client holds (or *): a 304 without a body if one is current"),
+    Header(
+        # The gateway's limit for one header (GATEWAY_MAX_HEADER_BYTES).
+        max_length=8192,
+        description="ETags the client holds (or *): a 304 without a body if one is current",
+    ),
 ]
 
 
@@ -43,9 +50,13 @@ async def list_products(
     return cacheable_json(page, if_none_match=if_none_match, cache_control=cache_control)
 
 
-@router.get("/{sku}", response_model=ProductRead, responses=CACHEABLE_RESPONSES)
+@router.get(
+    "/{sku}",
+    response_model=ProductRead,
+    responses={**CACHEABLE_RESPONSES, **problem_responses(404)},
+)
 async def read_product(
-    sku: str,
+    sku: Sku,
     _: CurrentIdentity,
     sessions: Sessions,
     cache_control: CacheControl,

@@ -7,19 +7,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from mercato_shared.api import Limit, Offset, Sessions
+from mercato_shared.api import CustomerFilter, Limit, Offset, Sessions
 from mercato_shared.identity import CurrentIdentity
+from mercato_shared.problems import problem_responses
 from notification_service import service
 from notification_service.schemas import NotificationPage
 
-router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
+router = APIRouter(
+    prefix="/api/v1/notifications", tags=["notifications"], responses=problem_responses(401, 422)
+)
 
 
 @router.get("", response_model=NotificationPage)
 async def list_notifications(
     identity: CurrentIdentity,
     sessions: Sessions,
-    customer_id: Annotated[str | None, Query(description="admins only: one customer's")] = None,
+    customer_id: CustomerFilter = None,
     order_id: Annotated[uuid.UUID | None, Query(description="one order's notification")] = None,
     limit: Limit = 50,
     offset: Offset = 0,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 
-from mercato_shared.api import Autocommit, Limit, Offset, Sessions
+from mercato_shared.api import Autocommit, CustomerFilter, Limit, Offset, Sessions
 from mercato_shared.identity import CurrentIdentity
-from mercato_shared.problems import BadRequestError
+from mercato_shared.problems import problem_responses
 from order_service import service
 from order_service.schemas import OrderCreate, OrderPage, OrderRead
 from order_service.settings import OrderSettings
@@ -22,20 +22,42 @@ async def get_settings(request: Request) -> OrderSettings:
 
 Settings = Annotated[OrderSettings, Depends(get_settings)]
 
-router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
+router = APIRouter(prefix="/api/v1/orders", tags=["orders"], responses=problem_responses(401, 422))
 
-
-def _checked_key(key: str | None) -> str | None:
-    if key is not None and not (1 <= len(key) <= 255 and key.isascii() and key.isprintable()):
-        raise BadRequestError("Idempotency-Key must be 1 to 255 printable ASCII characters")
-    return key
+# 1 to 255 printable ASCII characters, not starting or ending with a space (HTTP would strip it).
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[!-~](?:[ -~]*[!-~])?$",
+        description=(
+            "makes the request safe to retry: the same key and body give the first order "
+            "again (200, Idempotent-Replayed: true); the same key with another body is a 422; "
+            "while the first request with the key is still in progress, a 409"
+        ),
+        examples=["checkout-2f1c9a"],
+    ),
+]
 
 
 @router.post(
     "",
     status_code=201,
     response_model=OrderRead,
-    responses={200: {"description": "replay of an earlier request with the same key"}},
+    responses={
+        200: {
+            "description": "replay of an earlier request with the same key",
+            "model": OrderRead,
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "the order of the key's first request",
+                    "schema": {"type": "string", "const": "true"},
+                }
+            },
+        },
+        **problem_responses(400, 409),
+    },
 )
 async def create_order(
     body: OrderCreate,
@@ -44,7 +66,7 @@ async def create_order(
     sessions: Sessions,
     settings: Settings,
     response: Response,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> OrderRead:
     """Place an order; it starts PENDING and the saga takes it from there."""
     order, replayed = await service.place_order(
@@ -53,7 +75,7 @@ async def create_order(
         settings=settings,
         identity=identity,
         request=body,
-        idempotency_key=_checked_key(idempotency_key),
+        idempotency_key=idempotency_key,
     )
     if replayed:
         response.status_code = 200
@@ -65,7 +87,7 @@ async def create_order(
 async def list_orders(
     identity: CurrentIdentity,
     sessions: Sessions,
-    customer_id: Annotated[str | None, Query(description="admins only: one customer's")] = None,
+    customer_id: CustomerFilter = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> OrderPage:
@@ -75,7 +97,7 @@ async def list_orders(
     )
 
 
-@router.get("/{order_id}", response_model=OrderRead)
+@router.get("/{order_id}", response_model=OrderRead, responses=problem_responses(404))
 async def read_order(
     order_id: uuid.UUID, identity: CurrentIdentity, sessions: Sessions
 ) -> OrderRead:
@@ -84,7 +106,7 @@ async def read_order(
     return OrderRead.model_validate(order)
 
 
-@router.post("/{order_id}/cancel", response_model=OrderRead)
+@router.post("/{order_id}/cancel", response_model=OrderRead, responses=problem_responses(404, 409))
 async def cancel_order(
     order_id: uuid.UUID, identity: CurrentIdentity, sessions: Sessions, settings: Settings
 ) -> OrderRead:
