@@ -16,14 +16,21 @@ handle them as they handle SQLAlchemy's.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import asyncpg
+from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from mercato_shared.tracing import enabled as tracing_enabled
+from mercato_shared.tracing import tracer
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 _DRIVER = "mercato_driver"
@@ -53,32 +60,46 @@ class Sql:
 
     async def fetch(self, on: AsyncSession | AsyncConnection, /, **params: Any) -> list[Any]:
         """Every row (``asyncpg.Record``)."""
-        conn = await driver_connection(on)
-        try:
-            rows: list[Any] = await conn.fetch(self.sql, *self._args(params))
-            return rows
-        except _DRIVER_ERRORS as exc:
-            raise await _translated(on, self.sql, exc) from exc
+        rows: list[Any] = await self._run("fetch", on, params)
+        return rows
 
     async def fetchrow(self, on: AsyncSession | AsyncConnection, /, **params: Any) -> Any:
         """The first row, None if there is none."""
-        conn = await driver_connection(on)
-        try:
-            return await conn.fetchrow(self.sql, *self._args(params))
-        except _DRIVER_ERRORS as exc:
-            raise await _translated(on, self.sql, exc) from exc
+        return await self._run("fetchrow", on, params)
 
     async def fetchval(self, on: AsyncSession | AsyncConnection, /, **params: Any) -> Any:
         """The first row's first column, None if there is no row."""
-        conn = await driver_connection(on)
-        try:
-            return await conn.fetchval(self.sql, *self._args(params))
-        except _DRIVER_ERRORS as exc:
-            raise await _translated(on, self.sql, exc) from exc
+        return await self._run("fetchval", on, params)
 
     async def execute(self, on: AsyncSession | AsyncConnection, /, **params: Any) -> None:
         """Run it for its effects (its rows, if any, are read and dropped)."""
-        await self.fetch(on, **params)
+        await self._run("fetch", on, params)
+
+    async def _run(
+        self, method: str, on: AsyncSession | AsyncConnection, params: Mapping[str, Any]
+    ) -> Any:
+        conn = await driver_connection(on)
+        with self._span():
+            try:
+                return await getattr(conn, method)(self.sql, *self._args(params))
+            except _DRIVER_ERRORS as exc:
+                raise await _translated(on, self.sql, exc) from exc
+
+    def _span(self) -> AbstractContextManager[Any]:
+        # SQLAlchemy's instrumentation makes a span per statement it runs; these statements
+        # bypass it, so they make their own, as it would.
+        if not _traced():
+            return contextlib.nullcontext()
+        return tracer.start_as_current_span(
+            self.sql.split(None, 1)[0],
+            kind=SpanKind.CLIENT,
+            attributes={"db.system": "postgresql", "db.statement": self.sql},
+        )
+
+
+@functools.cache
+def _traced() -> bool:
+    return tracing_enabled()
 
 
 _DRIVER_ERRORS = (asyncpg.PostgresError, *_BROKEN)
