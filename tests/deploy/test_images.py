@@ -198,8 +198,13 @@ def test_compose_test_routes_are_the_compose_routes(compose: dict[str, Any]) -> 
     base = json.loads(compose["services"]["gateway"]["environment"]["GATEWAY_ROUTES"])
     override = _override("compose-test.yaml")["services"]["gateway"]["environment"]
     routes = json.loads(override["GATEWAY_ROUTES"])
-    strip = [{k: r[k] for k in ("prefix", "upstreams")} for r in routes]
-    assert strip == base
+
+    # The same paths to the same upstreams; the override's own settings (longer timeouts, no
+    # response cache) are its business.
+    def strip(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: r[k] for k in ("prefix", "upstreams")} for r in configs]
+
+    assert strip(routes) == strip(base)
 
 
 def test_offline_observability_stand_ins_keep_the_release(compose: dict[str, Any]) -> None:
