@@ -18,8 +18,6 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 
 from bench.common import STATE_DIR
 from mercato_ops.token import make_token
@@ -28,6 +26,7 @@ from tests import infra
 from tests.e2e.processes import Process
 from tests.e2e.system import SERVICES, System, provisioned
 from tests.infra import free_port
+from tests.kafka_tools import delete_topics
 
 # Products the orders draw from, restocked far beyond what a run can sell.
 SKUS = ("MUG-BLUE", "MUG-RED", "TEE-M", "TEE-L", "SOCKS", "CAP")
@@ -172,21 +171,7 @@ async def running_system(name: str = "pipeline") -> AsyncIterator[Bench]:
             finally:
                 await asyncio.to_thread(bench.stop_replicas)
     finally:
-        await _delete_topics(prefix)
-
-
-async def _delete_topics(prefix: str) -> None:
-    """Leave the shared broker as it was found."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.KAFKA)
-    await admin.start()
-    try:
-        ours = [name for name in await admin.list_topics() if name.startswith(prefix)]
-        if ours:
-            await admin.delete_topics(ours)
-    except KafkaError as exc:
-        print(f"topics under {prefix} left behind: {exc!r}")
-    finally:
-        await admin.close()
+        await delete_topics(infra.KAFKA, prefix=prefix)
 
 
 async def _stack_ready() -> bool:

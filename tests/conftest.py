@@ -15,7 +15,7 @@ import pytest
 from mercato_shared.identity import Identity, Role, issue_identity
 from mercato_shared.identity_keys import SigningKey
 from tests import infra
-from tests.kafka_tools import ensure_topics, ping_kafka
+from tests.kafka_tools import created_topics, delete_topics, ensure_topics, ping_kafka
 
 if TYPE_CHECKING:
     from tests.e2e.system import System
@@ -32,6 +32,14 @@ async def stack() -> None:
         # Not reachable: start them (make test has normally done so already).
         script = str(infra.REPO / "deploy/local/stack.sh")
         await asyncio.to_thread(subprocess.run, ["bash", script, "start"], check=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _delete_created_topics() -> AsyncIterator[None]:
+    """Delete the topics the session created, when it ends."""
+    yield
+    if created_topics:
+        await delete_topics(infra.KAFKA, names=set(created_topics))
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Topics for tests: created under a prefix of their own, and read back."""
+"""Topics for tests: created under a prefix of their own, read back, and deleted after."""
 
 from __future__ import annotations
 
@@ -9,13 +9,18 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import TopicPartition
 
 from mercato_shared.kafka import PARTITIONS
 from tests import infra
 
 log = logging.getLogger(__name__)
+
+# Topics this process created: the test session deletes them when it ends, since a
+# broker's start-up time grows with every partition it holds (a few hundred topics
+# per `make test`).
+created_topics: set[str] = set()
 
 
 async def ensure_topics(
@@ -40,6 +45,28 @@ async def ensure_topics(
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 log.info("topics created concurrently by another process")
+            created_topics.update(topic.name for topic in missing)
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap_servers: str, *, names: Iterable[str] = (), prefix: str = "") -> None:
+    """Delete ``names`` and every topic starting with ``prefix``: leave the broker as found.
+
+    Best effort: a broker that cannot be reached only leaves the topics behind.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = await admin.list_topics()
+        wanted = set(names)
+        ours = [n for n in existing if n in wanted or (prefix and n.startswith(prefix))]
+        # Bounded requests: one deletion request per hundred topics.
+        for start in range(0, len(ours), 100):
+            await admin.delete_topics(ours[start : start + 100])
+        created_topics.difference_update(ours)
+    except KafkaError as exc:
+        log.warning("topics left behind: %r", exc)
     finally:
         await admin.close()
 
