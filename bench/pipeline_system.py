@@ -162,6 +162,8 @@ async def running_system(name: str = "pipeline") -> AsyncIterator[Bench]:
             # Eleven Python processes importing at once on a small, busy machine can take
             # longer than the tests' minute to answer.
             ready_within=READY_SECONDS,
+            # The catalogue as deployed: the gateway caches it (the soak reads it).
+            cached_catalogue=True,
         ) as system:
             bench = Bench(system, secret)
             try:

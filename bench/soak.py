@@ -241,6 +241,8 @@ def _series(
     t: list[float] = []
     processes: dict[str, dict[str, list[Any]]] = {}
     by_database: dict[str, list[int]] = {}
+    # Which consumer falls behind, when the total grows.
+    lag_by_group: dict[str, list[int | None]] = {}
     out: dict[str, list[Any]] = {key: [] for key in SYSTEM_SERIES}
     seconds: list[float] = []
     for before, sample in itertools.pairwise(resources):
@@ -264,6 +266,12 @@ def _series(
         out["rate_limited"].append(delta.get("429", 0))
         inside = [s for s in system if before.t < s.t <= sample.t]
         out["consumer_lag"].append(max((sum(s.lag.values()) for s in inside), default=None))
+        for group in {g for s in inside for g in s.lag}:
+            lag_by_group.setdefault(group, [None] * (len(t) - 1)).append(
+                max((s.lag.get(group, 0) for s in inside), default=None)
+            )
+        for series in lag_by_group.values():
+            series.extend([None] * (len(t) - len(series)))
         out["outbox_backlog"].append(max((sum(s.outbox.values()) for s in inside), default=None))
         out["pending"].append(max((s.pending for s in inside), default=None))
         placed = [o for o in finished if before.t < o.created <= sample.t]
@@ -275,6 +283,7 @@ def _series(
         "seconds": seconds,
         "processes": processes,
         "db_connections_by_database": by_database,
+        "consumer_lag_by_group": lag_by_group,
         "system": out,
     }
 

@@ -34,6 +34,7 @@ class System:
         databases: dict[str, str],
         prefix: str,
         extra_env: dict[str, str] | None = None,
+        cached_catalogue: bool = False,
     ) -> None:
         self.workdir = workdir
         self.databases = databases
@@ -75,7 +76,7 @@ class System:
         }
         self.env["notification"] |= {"NOTIFICATION_SMTP_PORT": str(self.port["smtp"])}
         self.env["order"] |= {"ORDER_SAGA_DEADLINE_SECONDS": "60"}
-        routes = [
+        routes: list[dict[str, object]] = [
             {"prefix": f"/api/v1/{path}", "upstreams": [f"http://127.0.0.1:{self.port[svc]}"]}
             for path, svc in (
                 ("orders", "order-api"),
@@ -84,6 +85,10 @@ class System:
                 ("notifications", "notification-api"),
             )
         ]
+        if cached_catalogue:
+            # As the gateway's default routes and the deployments have it; off otherwise, so
+            # that a test reading stock right after changing it sees the change.
+            routes[1]["cache"] = {}
         self.env["gateway"] = {
             "GATEWAY_PORT": str(self.port["gateway"]),
             "GATEWAY_IDENTITY_PRIVATE_KEY_FILE": str(keys[0]),
@@ -190,6 +195,7 @@ async def provisioned(
     extra_env: dict[str, str] | None = None,
     prefix: str | None = None,
     ready_within: float = System.ready_within,
+    cached_catalogue: bool = False,
 ) -> AsyncIterator[System]:
     """A started system on databases and topics of its own; stopped, its databases dropped after.
 
@@ -208,6 +214,7 @@ async def provisioned(
             databases=databases,
             prefix=prefix,
             extra_env=extra_env,
+            cached_catalogue=cached_catalogue,
         )
         system.ready_within = ready_within
         try:

@@ -1,5 +1,6 @@
-"""The SMTP mailer against real SMTP servers: one connection carries every mail, and a
-connection the server dropped is replaced without losing or repeating a mail."""
+"""The SMTP mailer against real SMTP servers: its connections are reused for every mail, at
+most ``smtp_connections`` are open, and a connection the server dropped is replaced without
+losing or repeating a mail."""
 
 import asyncio
 import logging
@@ -31,19 +32,41 @@ async def mailer_for():
         await mailer.close()
 
 
-async def test_one_connection_carries_every_mail(catcher, mailer_for, mails):
+async def test_one_connection_carries_mails_sent_one_after_another(catcher, mailer_for, mails):
     mailer = mailer_for(catcher.smtp_port)
-    for n in range(3):
+    for n in range(5):
         await mailer.send(message(n))
-    # Partitions send side by side: their mails take turns on the one connection.
-    await asyncio.gather(*(mailer.send(message(n)) for n in range(3, 8)))
+
+    delivered = await mails(catcher)
+    assert sorted(m["message_id"] for m in delivered) == [f"<m{n}@mercato.test>" for n in range(5)]
+    assert catcher.connections == 1
+    assert catcher.open_connections == 1
+
+
+async def test_mails_sent_side_by_side_share_at_most_the_configured_connections(
+    catcher, mailer_for, mails
+):
+    mailer = mailer_for(catcher.smtp_port, smtp_connections=3)
+    # Partitions send side by side: twelve mails in flight, three connections carry them.
+    await asyncio.gather(*(mailer.send(message(n)) for n in range(12)))
+    await asyncio.gather(*(mailer.send(message(n)) for n in range(12, 24)))
 
     delivered = await mails(catcher)
     assert sorted(m["message_id"] for m in delivered) == sorted(
-        f"<m{n}@mercato.test>" for n in range(8)
+        f"<m{n}@mercato.test>" for n in range(24)
     )
+    assert all(m["deliveries"] == 1 for m in delivered)
+    # The second round reused the first's connections instead of opening more.
+    assert catcher.connections == 3
+    assert catcher.open_connections == 3
+
+
+async def test_mails_take_turns_on_a_single_connection(catcher, mailer_for, mails):
+    mailer = mailer_for(catcher.smtp_port, smtp_connections=1)
+    await asyncio.gather(*(mailer.send(message(n)) for n in range(6)))
+
+    assert len(await mails(catcher)) == 6
     assert catcher.connections == 1
-    assert catcher.open_connections == 1
 
 
 async def test_a_restarted_server_gets_the_next_mail_once(catcher_settings, mailer_for):

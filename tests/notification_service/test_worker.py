@@ -98,7 +98,8 @@ async def test_each_terminal_order_is_mailed_once(worker, catcher, mails):
     delivered = {m["message_id"]: m for m in await mails(catcher)}
     assert set(delivered) == {f"<order-{paid}@mercato.local>", f"<order-{refused}@mercato.local>"}
     assert all(m["deliveries"] == 1 for m in delivered.values())
-    assert catcher.connections == 1  # the worker's one SMTP connection carried both
+    # The two orders' partitions may mail side by side, each on a connection of its own.
+    assert 1 <= catcher.connections <= 2
     assert delivered[f"<order-{paid}@mercato.local>"]["to"] == ["alice@example.test"]
     assert (await stored(sessions, paid)).kind == "order.confirmed"
     assert (await stored(sessions, refused)).kind == "order.cancelled"

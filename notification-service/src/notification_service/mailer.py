@@ -63,46 +63,68 @@ def _is_dropped(exc: Exception) -> bool:
 
 
 class SmtpMailer:
-    """One SMTP connection, opened on first use and reused for every message.
+    """Up to ``smtp_connections`` SMTP connections, each opened on first need and reused.
 
-    Sends are serialised on it (SMTP carries one mail transaction at a time, and the consumer
-    handles partitions side by side). A connection the server dropped, whether it said so or
-    not, is replaced and the message sent again on the new one, once, before the failure
-    counts; a connection idle longer than ``smtp_idle_seconds`` is replaced before use, as
-    servers drop idle clients. Any failed transaction closes the connection, so that nothing
-    it left on the server (a half-open envelope, an unread reply) reaches the next message.
+    SMTP carries one mail transaction at a time per connection, and the consumer handles
+    partitions side by side: with one connection their mails would take turns, each waiting
+    for the four round trips of the one before (MAIL, RCPT, DATA, the message), which caps a
+    worker at a few dozen mails a second on a busy machine. So each send takes an idle
+    connection (the most recently used: the others age out), or opens one while fewer than
+    the limit are open, or waits for one to come back.
+
+    A connection the server dropped, whether it said so or not, is replaced and the message
+    sent again on the new one, once, before the failure counts; a connection idle longer
+    than ``smtp_idle_seconds`` is replaced before use, as servers drop idle clients. Any
+    failed transaction closes its connection, so that nothing it left on the server (a
+    half-open envelope, an unread reply) reaches the next message.
     """
 
     def __init__(self, settings: NotificationSettings) -> None:
         self._settings = settings
-        self._smtp: aiosmtplib.SMTP | None = None
-        self._last_used = 0.0
-        self._lock = asyncio.Lock()
+        self._idle: list[_Connection] = []
+        self._slots = asyncio.Semaphore(settings.smtp_connections)
 
     async def send(self, message: Message) -> None:
         """Deliver ``message`` or raise MailUnavailableError / MailRejectedError."""
-        async with self._lock:
+        async with self._slots:
+            connection = self._idle.pop() if self._idle else _Connection(self._settings)
             try:
-                await self._deliver(message)
+                await connection.deliver(message)
             except aiosmtplib.SMTPException as exc:
                 if _is_permanent(exc):
                     raise MailRejectedError(f"mail server refused the message: {exc}") from exc
                 raise MailUnavailableError(f"mail server unavailable: {exc}") from exc
             except OSError as exc:
                 raise MailUnavailableError(f"mail server unreachable: {exc}") from exc
+            finally:
+                # A connection whose transaction failed has closed itself; it is kept
+                # anyway, as an empty slot that opens a new connection on its next use.
+                self._idle.append(connection)
 
     async def close(self) -> None:
-        """Say QUIT and close the connection, if one is open; a later send opens a new one."""
-        async with self._lock:
-            smtp, self._smtp = self._smtp, None
-            if smtp is None or not smtp.is_connected:
-                return
-            # A server that hung up first, or does not answer, notices the close below.
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                await smtp.quit(timeout=QUIT_SECONDS)
-            smtp.close()
+        """Say QUIT on every idle connection and close it; a later send opens a new one."""
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(connection.close() for connection in idle))
 
-    async def _deliver(self, message: Message) -> None:
+
+class _Connection:
+    """One SMTP connection of the mailer: opened on first use, replaced when it is dropped."""
+
+    def __init__(self, settings: NotificationSettings) -> None:
+        self._settings = settings
+        self._smtp: aiosmtplib.SMTP | None = None
+        self._last_used = 0.0
+
+    async def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is None or not smtp.is_connected:
+            return
+        # A server that hung up first, or does not answer, notices the close below.
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await smtp.quit(timeout=QUIT_SECONDS)
+        smtp.close()
+
+    async def deliver(self, message: Message) -> None:
         smtp = self._smtp
         if smtp is not None and not self._reusable(smtp):
             self._disconnect()

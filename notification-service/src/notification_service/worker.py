@@ -9,7 +9,7 @@ from notification_service.settings import NotificationSettings
 
 def build_spec(settings: NotificationSettings | None = None) -> WorkerSpec:
     settings = settings or NotificationSettings()
-    # One SMTP connection for the process, opened lazily inside the worker's event loop.
+    # The process's SMTP connections, opened lazily inside the worker's event loop.
     mailer = SmtpMailer(settings)
     return WorkerSpec(
         settings=settings,

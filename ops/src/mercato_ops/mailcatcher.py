@@ -237,5 +237,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     settings = MailCatcherSettings(**overrides)
     configure_logging("mail-catcher", settings.log_level)
+    # aiosmtpd logs every command line of every session at info: five lines per mail, which
+    # cost the catcher a fifth of its CPU under load. The catcher's own line per message
+    # says what arrived; aiosmtpd's commands show again at debug.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(serve(settings))
