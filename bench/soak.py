@@ -270,8 +270,8 @@ def _series(
             lag_by_group.setdefault(group, [None] * (len(t) - 1)).append(
                 max((s.lag.get(group, 0) for s in inside), default=None)
             )
-        for series in lag_by_group.values():
-            series.extend([None] * (len(t) - len(series)))
+        for lags in lag_by_group.values():
+            lags.extend([None] * (len(t) - len(lags)))
         out["outbox_backlog"].append(max((sum(s.outbox.values()) for s in inside), default=None))
         out["pending"].append(max((s.pending for s in inside), default=None))
         placed = [o for o in finished if before.t < o.created <= sample.t]

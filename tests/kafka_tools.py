@@ -50,7 +50,9 @@ async def ensure_topics(
         await admin.close()
 
 
-async def delete_topics(bootstrap_servers: str, *, names: Iterable[str] = (), prefix: str = "") -> None:
+async def delete_topics(
+    bootstrap_servers: str, *, names: Iterable[str] = (), prefix: str = ""
+) -> None:
     """Delete ``names`` and every topic starting with ``prefix``: leave the broker as found.
 
     Best effort: a broker that cannot be reached only leaves the topics behind.
