@@ -18,8 +18,8 @@ from tests import infra
 log = logging.getLogger(__name__)
 
 # Topics this process created: the test session deletes them when it ends, since a
-# broker's start-up time grows with every partition it holds (a few hundred topics
-# per `make test`).
+# broker's start-up time grows with every partition it holds, and every test that
+# consumes makes topics of its own.
 created_topics: set[str] = set()
 
 
@@ -58,8 +58,8 @@ async def delete_topics(
     Best effort: a broker that cannot be reached only leaves the topics behind.
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
     try:
+        await admin.start()
         existing = await admin.list_topics()
         wanted = set(names)
         ours = [n for n in existing if n in wanted or (prefix and n.startswith(prefix))]

@@ -122,7 +122,7 @@ delete.topic.enable=true
 num.network.threads=3
 num.io.threads=4
 # Start-up loads every partition's log; a broker that ran the test suite many times
-# holds thousands, and two threads halve the wait.
+# holds thousands, and two threads share the loading.
 num.recovery.threads.per.data.dir=2
 EOF
     cat >"$KAFKA_CONF_DIR/log4j.properties" <<EOF
