@@ -151,3 +151,16 @@ async def eventually(
                 return result
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {within}s (last error: {last_error!r})")
+
+
+class FakeClock:
+    """Monotonic seconds that only move when a test moves them: no test waits for time."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -25,6 +25,7 @@ from tests.gateway.support import (
     claims,
     settings_for,
 )
+from tests.infra import FakeClock
 
 ORDERS = "/api/v1/orders"
 
@@ -190,14 +191,6 @@ async def test_dev_token_from_the_cli_is_accepted(client, dev_secret, capsys):
     assert main(["token", "--roles", "root"]) == 2
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _verified_cache_authenticator(clock, seconds):
     secret = "s" * 32
     config = IssuerConfig(
@@ -212,7 +205,7 @@ def _verified_cache_authenticator(clock, seconds):
 
 
 async def test_verified_cache_is_bounded_by_its_ttl_and_the_token_exp(monkeypatch):
-    clock = _Clock()
+    clock = FakeClock(time.time())
     authenticator, secret = _verified_cache_authenticator(clock, 30)
     verified = 0
     original = authenticator._verify
@@ -240,13 +233,13 @@ async def test_verified_cache_is_bounded_by_its_ttl_and_the_token_exp(monkeypatc
 
 @pytest.mark.parametrize("subject", ["a\x00b", "x" * 256, "", 7])
 async def test_a_subject_no_service_could_store_is_refused(subject):
-    authenticator, secret = _verified_cache_authenticator(_Clock(), 0)
+    authenticator, secret = _verified_cache_authenticator(FakeClock(time.time()), 0)
     with pytest.raises(AuthenticationError, match=r"(?i)sub"):
         await authenticator.authenticate(jwt.encode(claims(sub=subject), secret, algorithm="HS256"))
 
 
 async def test_verified_cache_off_verifies_every_time():
-    authenticator, secret = _verified_cache_authenticator(_Clock(), 0)
+    authenticator, secret = _verified_cache_authenticator(FakeClock(time.time()), 0)
     token = jwt.encode(claims(), secret, algorithm="HS256")
     await authenticator.authenticate(token)
     assert not authenticator._verified
@@ -283,7 +276,7 @@ async def test_verified_cache_is_on_by_default_and_evicts_the_least_recently_use
 
 
 async def test_every_hit_checks_the_token_times_again(monkeypatch):
-    clock = _Clock()
+    clock = FakeClock(time.time())
     auth, secret = _verified_cache_authenticator(clock, 30)
     verified = _counting(monkeypatch, auth)
     token = jwt.encode(claims(nbf=int(clock.now)), secret, algorithm="HS256")

@@ -15,21 +15,11 @@ from inventory_service.catalogue import demo_products
 from inventory_service.settings import InventorySettings
 from tests.apps import client_for
 from tests.gateway.support import CatalogueServer, settings_for
-from tests.infra import eventually, free_port
+from tests.infra import FakeClock, eventually, free_port
 from tests.inventory_service.support import opened
 
 PRODUCTS = "/api/v1/products"
 MUG = f"{PRODUCTS}/MUG-BLUE"
-
-
-class Clock:
-    """The cache's monotonic clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -40,7 +30,7 @@ async def upstream():
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return FakeClock()
 
 
 @pytest.fixture

@@ -10,21 +10,14 @@ from gateway.identity import IdentitySigner
 from mercato_shared import identity_keys
 from mercato_shared.identity import Identity, IdentityVerifier, Role
 from mercato_shared.identity_keys import SigningKeyFile
+from tests.infra import FakeClock
 
 ISSUER = "mercato-gateway"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return FakeClock()
 
 
 @pytest.fixture

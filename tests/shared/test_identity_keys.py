@@ -11,19 +11,9 @@ from mercato_shared import identity_keys
 from mercato_shared.identity import Identity, IdentityVerifier, Role, issue_identity
 from mercato_shared.identity_keys import PublicKeySet, SigningKey, SigningKeyFile
 from mercato_shared.problems import UnauthorizedError
+from tests.infra import FakeClock
 
 ISSUER = "mercato-gateway"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def pass_check_interval(self) -> None:
-        self.now += identity_keys.RELOAD_CHECK_SECONDS
 
 
 def keypair(directory: Path, name: str) -> tuple[Path, Path]:
@@ -92,7 +82,7 @@ def test_keys_added_and_removed_are_seen_at_the_next_check(pairs, tmp_path):
     directory = tmp_path / "keys"
     directory.mkdir()
     (directory / "old.pem").write_bytes(old_public.read_bytes())
-    clock = Clock()
+    clock = FakeClock()
     verifier = IdentityVerifier(PublicKeySet(directory, clock=clock), issuer=ISSUER)
     remembered = token(old)
     assert verifier.verify(remembered).subject == "alice"
@@ -100,11 +90,11 @@ def test_keys_added_and_removed_are_seen_at_the_next_check(pairs, tmp_path):
         verifier.verify(token(new))
 
     (directory / "new.pem").write_bytes(new_public.read_bytes())
-    clock.pass_check_interval()
+    clock.advance(identity_keys.RELOAD_CHECK_SECONDS)
     assert verifier.verify(token(new)).subject == "alice"
 
     (directory / "old.pem").unlink()
-    clock.pass_check_interval()
+    clock.advance(identity_keys.RELOAD_CHECK_SECONDS)
     # Even a token verified (and remembered) before the key left is refused now.
     with pytest.raises(UnauthorizedError, match="unknown key"):
         verifier.verify(remembered)
@@ -114,10 +104,10 @@ def test_an_unreadable_key_set_keeps_the_last_good_one(pairs, tmp_path):
     (old, old_public), _ = pairs
     path = tmp_path / "identity.pub.pem"
     path.write_bytes(old_public.read_bytes())
-    clock = Clock()
+    clock = FakeClock()
     verifier = IdentityVerifier(PublicKeySet(path, clock=clock), issuer=ISSUER)
     path.write_bytes(b"-----BEGIN PUBLIC KEY-----\ntruncat")
-    clock.pass_check_interval()
+    clock.advance(identity_keys.RELOAD_CHECK_SECONDS)
     assert verifier.verify(token(old)).subject == "alice"
 
 
@@ -125,13 +115,13 @@ def test_the_signing_key_file_is_read_again_when_replaced(pairs, tmp_path):
     (old, _), (new, _) = pairs
     path = tmp_path / "identity.pem"
     path.write_bytes(old.read_bytes())
-    clock = Clock()
+    clock = FakeClock()
     signing = SigningKeyFile(path, clock=clock)
     first = signing.current.kid
     staged = tmp_path / "identity.pem.new"
     staged.write_bytes(new.read_bytes())
     os.replace(staged, path)  # as an operator (or a secret volume) swaps it in
     assert not signing.refresh()  # not yet looked at
-    clock.pass_check_interval()
+    clock.advance(identity_keys.RELOAD_CHECK_SECONDS)
     assert signing.refresh()
     assert signing.current.kid == SigningKey.from_pem(new.read_bytes()).kid != first
