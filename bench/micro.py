@@ -27,12 +27,12 @@ import uvloop
 from matplotlib.figure import Figure
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
 from bench import micro_breaker, micro_limits, micro_sql
 from bench.common import plot_path, save
 from gateway.ratelimit import LocalGcra, RateLimiter, RatePolicy, redis_client
+from tests.gateway.support import CountingConnection
 
 REDIS_URL = os.environ.get("MERCATO_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 CONCURRENCY = (1, 16, 64)
@@ -48,16 +48,6 @@ CLIENT_TIMEOUT = 1.0
 # Every allowed: the common path, where the script also writes the bucket back.
 POLICY = RatePolicy(name="bench", quota=1_000_000, window_seconds=1)
 LOCAL_SECONDS = 1.0
-
-
-class CountingConnection(Connection):
-    """A Redis connection that counts its writes: one write is one round trip."""
-
-    writes = 0
-
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        CountingConnection.writes += 1
-        await super().send_packed_command(command, check_health)
 
 
 def _client() -> Redis:

@@ -12,6 +12,7 @@ from typing import Any, Self
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from redis.asyncio.connection import Connection
 
 from gateway.settings import GatewaySettings, IssuerConfig, RouteConfig
 from mercato_shared.http_cache import strong_etag
@@ -207,3 +208,13 @@ def settings_for(
         redis_timeout_seconds=1.0,
         **overrides,
     )
+
+
+class CountingConnection(Connection):
+    """A Redis connection that counts its writes: one write is one round trip."""
+
+    writes = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.writes += 1
+        await super().send_packed_command(command, check_health)

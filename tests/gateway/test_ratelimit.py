@@ -11,7 +11,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
 
 from gateway.ratelimit import (
     Decision,
@@ -22,6 +21,7 @@ from gateway.ratelimit import (
     rate_limit_headers,
     redis_client,
 )
+from tests.gateway.support import CountingConnection
 from tests.infra import eventually, free_port, random_prefix
 
 SHARED_REDIS = os.environ.get("MERCATO_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -336,16 +336,6 @@ async def test_one_round_trip_per_decision(redis_server, registry):
     finally:
         await client.aclose()
         await admin.aclose()
-
-
-class CountingConnection(Connection):
-    """A Redis connection that counts its writes: one write is one round trip."""
-
-    writes = 0
-
-    async def send_packed_command(self, command, check_health=True):
-        CountingConnection.writes += 1
-        await super().send_packed_command(command, check_health)
 
 
 async def test_decisions_of_one_loop_turn_share_one_round_trip(redis_server, registry):
