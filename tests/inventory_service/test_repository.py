@@ -43,6 +43,28 @@ async def test_claiming_an_order_creates_it_once_and_reports_what_it_was(invento
         assert await repository.lock_order(session, order_id) is OrderState.CANCELLED
 
 
+async def test_claiming_with_stock_reads_the_known_products_only_for_a_new_order(seeded):
+    order_id = uuid.uuid4()
+    async with transaction(seeded.sessions) as session:
+        previous, stock = await repository.claim_with_stock(
+            session, order_id, ["TEE-M", "NOPE", "MUG-BLUE"], state=OrderState.RESERVED
+        )
+        assert previous is None
+        assert sorted(stock) == ["MUG-BLUE", "TEE-M"]
+        assert stock["MUG-BLUE"].available == 500
+        assert await repository.lock_order(session, order_id) is OrderState.RESERVED
+    async with transaction(seeded.sessions) as session:
+        previous, stock = await repository.claim_with_stock(
+            session, order_id, ["MUG-BLUE"], state=OrderState.RESERVED
+        )
+    assert (previous, stock) == (OrderState.RESERVED, {})
+    async with transaction(seeded.sessions) as session:
+        previous, stock = await repository.claim_with_stock(
+            session, uuid.uuid4(), ["NOPE"], state=OrderState.RESERVED
+        )
+    assert (previous, stock) == (None, {})
+
+
 async def test_settling_moves_the_holds_and_their_counts(seeded):
     event = created(("MUG-BLUE", 2), ("TEE-M", 1))
     await seeded.handle(event)

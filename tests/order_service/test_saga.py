@@ -7,7 +7,14 @@ import pytest
 from sqlalchemy import select
 
 from mercato_shared.db import transaction
-from mercato_shared.events import InventoryRejected, PaymentFailed
+from mercato_shared.events import (
+    Envelope,
+    InventoryRejected,
+    OrderCancelled,
+    OrderConfirmed,
+    PaymentFailed,
+    payload_as,
+)
 from mercato_shared.identity import Identity, Role
 from mercato_shared.problems import ConflictError, NotFoundError
 from order_service import service
@@ -26,6 +33,37 @@ async def test_happy_path_reserved_then_authorized_confirms(env):
     assert order.status == "CONFIRMED"
     assert [h.step for h in order.history] == ["created", "reserved", "confirmed"]
     assert events == ["order.created", "order.confirmed"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "payload"),
+    [
+        (AUTHORIZED, OrderConfirmed),
+        (PaymentFailed(reason="declined"), OrderCancelled),
+    ],
+)
+@pytest.mark.parametrize("email", ["alice@example.com", None])
+async def test_a_terminal_event_names_the_orders_customer_and_address(env, reply, payload, email):
+    settings, sessions = env
+    order_id = await place(settings, sessions, email=email)
+    await deliver(settings, sessions, order_id, reply)
+    async with transaction(sessions) as session:
+        rows = (
+            await session.execute(
+                select(outbox.c.event_id, outbox.c.event_type, outbox.c.envelope).where(
+                    outbox.c.key == str(order_id), outbox.c.event_type == payload.event_type
+                )
+            )
+        ).all()
+    assert len(rows) == 1
+    envelope = Envelope.model_validate(rows[0].envelope)
+    assert (envelope.id, envelope.type, envelope.order_id) == (
+        rows[0].event_id,
+        payload.event_type,
+        order_id,
+    )
+    event = payload_as(envelope, payload)
+    assert (event.customer_id, event.email) == (ALICE.subject, email)
 
 
 async def test_payment_authorized_before_reserved_still_confirms(env):

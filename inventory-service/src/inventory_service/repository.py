@@ -59,11 +59,6 @@ _LOCK_STOCK = Sql(
     " ORDER BY sku FOR UPDATE"
 )
 
-_STOCK_OF = Sql(
-    "SELECT sku, unit_price, currency, on_hand - reserved - committed AS available"
-    " FROM products WHERE sku = ANY(CAST(:skus AS text[])) ORDER BY sku FOR UPDATE"
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Stock:
@@ -79,12 +74,6 @@ async def lock_stock(
 ) -> None:
     """Lock the products of ``skus`` and of the orders' reservations, in SKU order."""
     await _LOCK_STOCK.execute(session, skus=sorted(set(skus)), orders=list(orders))
-
-
-async def stock_of(session: AsyncSession, skus: Iterable[str]) -> dict[str, Stock]:
-    """The known products among ``skus``, locked in SKU order (lockers never deadlock)."""
-    rows = await _STOCK_OF.fetch(session, skus=sorted(set(skus)))
-    return {row["sku"]: Stock(row["unit_price"], row["currency"], row["available"]) for row in rows}
 
 
 async def catalogue_currencies(session: AsyncSession) -> set[str]:
@@ -149,10 +138,49 @@ async def claim_order(
     """
     if await _CLAIM_ORDER.fetchval(session, order_id=order_id, state=state.value) is not None:
         return None
+    return await _claimed_before(session, order_id)
+
+
+async def _claimed_before(session: AsyncSession, order_id: uuid.UUID) -> OrderState:
+    """Lock the row a claim found in place; its state."""
     previous = await lock_order(session, order_id)
     if previous is None:  # rows are never deleted, so the conflicting one is still there
         raise RuntimeError(f"order {order_id} vanished while being claimed")
     return previous
+
+
+# A new order's claim and the stock it asks for, in one statement: the order's row created
+# (RESERVED, provisionally) unless it exists, and the products read and locked in SKU order
+# (lockers never deadlock; a batch's lock_stock holds them already).
+_CLAIM_WITH_STOCK = Sql(
+    "WITH claimed AS (INSERT INTO order_outcomes (order_id, state) VALUES"
+    " (CAST(:order_id AS uuid), CAST(:state AS text)) ON CONFLICT (order_id) DO NOTHING"
+    " RETURNING order_id),"
+    " stock AS (SELECT sku, unit_price, currency, on_hand - reserved - committed AS available"
+    " FROM products WHERE sku = ANY(CAST(:skus AS text[])) ORDER BY sku FOR UPDATE)"
+    " SELECT (SELECT count(*) FROM claimed) AS claimed, stock.*"
+    " FROM (SELECT 1) AS one LEFT JOIN stock ON true"
+)
+
+
+async def claim_with_stock(
+    session: AsyncSession, order_id: uuid.UUID, skus: Iterable[str], *, state: OrderState
+) -> tuple[OrderState | None, dict[str, Stock]]:
+    """``claim_order`` and the known products among ``skus``, locked, in one round trip.
+
+    Returns the state the order already had (and no products), or None and the products.
+    """
+    rows = await _CLAIM_WITH_STOCK.fetch(
+        session, order_id=order_id, state=state.value, skus=sorted(set(skus))
+    )
+    if not rows[0]["claimed"]:
+        return await _claimed_before(session, order_id), {}
+    stock = {
+        row["sku"]: Stock(row["unit_price"], row["currency"], row["available"])
+        for row in rows
+        if row["sku"] is not None
+    }
+    return None, stock
 
 
 async def set_order_state(session: AsyncSession, order_id: uuid.UUID, state: OrderState) -> None:
@@ -163,7 +191,7 @@ async def set_order_state(session: AsyncSession, order_id: uuid.UUID, state: Ord
 
 
 # A reserved order's writes in one statement: its reservations, the products' reserved
-# counts (their rows locked already, by lock_products) and its inventory.reserved event.
+# counts (their rows locked already, by claim_with_stock) and its inventory.reserved event.
 _RESERVE = Sql(
     "WITH held AS (INSERT INTO reservations (order_id, sku, quantity, unit_price, status)"  # noqa: S608 - constant SQL, values bound
     " SELECT CAST(:order_id AS uuid), line.sku, line.quantity, line.unit_price,"
@@ -199,7 +227,7 @@ async def reserve_lines(
 ) -> None:
     """Hold (sku, quantity, unit_price) for the order and write its event, in one statement.
 
-    The products' rows must be locked already (lock_products) in this transaction.
+    The products' rows must be locked already (claim_with_stock) in this transaction.
     """
     await _RESERVE.execute(
         session,

@@ -69,16 +69,17 @@ async def reserve(
     session: AsyncSession, order_id: uuid.UUID, order: OrderCreated, *, settings: ServiceSettings
 ) -> None:
     """Reserve every line of a new order or none, and say which in the outbox."""
+    wanted = _quantities(order.lines)
     # RESERVED is provisional: it is corrected below within this transaction if need be.
-    previous = await repository.claim_order(session, order_id, state=OrderState.RESERVED)
+    previous, products = await repository.claim_with_stock(
+        session, order_id, wanted, state=OrderState.RESERVED
+    )
     if previous is not None:
         # Cancelled before it arrived, or a second order.created (a replay under a new id).
         log.info("order.created ignored: order is %s", previous, extra={"order_id": str(order_id)})
         return
-    wanted = _quantities(order.lines)
     if not wanted:
         raise MalformedOrderError(f"order {order_id} has no lines")
-    products = await repository.stock_of(session, wanted)
     rejection = _shortfall(wanted, products)
     if rejection is not None:
         await repository.set_order_state(session, order_id, OrderState.REJECTED)

@@ -6,7 +6,7 @@ nothing: its compensation was set off by the order.cancelled event (a late
 payment.authorized is voided by payment on that event).
 
 Every transition is one statement that changes the order under its row lock, only while it
-is PENDING, and records history; then it writes its event. The lock is held to the end of the
+is PENDING, records history and writes its event. The lock is held to the end of the
 transaction, so the events of one order enter the outbox in the order its transitions
 committed.
 """
@@ -36,7 +36,7 @@ from mercato_shared.events import (
     payload_as,
 )
 from mercato_shared.metrics import SAGA_DURATION, SAGA_OUTCOMES
-from mercato_shared.outbox import add_event
+from mercato_shared.outbox import outbox_row
 from mercato_shared.settings import ServiceSettings
 from order_service import repository
 from order_service.models import OrderStatus
@@ -82,17 +82,21 @@ async def confirm(
     settings: ServiceSettings,
 ) -> bool:
     """PENDING → CONFIRMED: inventory commits the stock, payment captures."""
+    # The customer and address are the order's: the statement fills them in (repository).
+    event = OrderConfirmed(customer_id="", amount=amount, currency=currency)
     status = OrderStatus.CONFIRMED
     advanced = await repository.advance(
-        session, order_id, status=status, step="confirmed", amount=amount, currency=currency
+        session,
+        order_id,
+        status=status,
+        step="confirmed",
+        amount=amount,
+        currency=currency,
+        event=_outbox_row(event, order_id, settings),
     )
     if advanced is None:
         return False
     _count_outcome(session, advanced, status.value, "")
-    event = OrderConfirmed(
-        customer_id=advanced.customer_id, email=advanced.email, amount=amount, currency=currency
-    )
-    await add_event(session, event, order_id=order_id, topic=settings.topic(OrderConfirmed.topic))
     return True
 
 
@@ -100,16 +104,26 @@ async def cancel(
     session: AsyncSession, order_id: uuid.UUID, *, reason: CancelReason, settings: ServiceSettings
 ) -> bool:
     """PENDING → CANCELLED: inventory releases, payment voids or refunds; False if not pending."""
+    event = OrderCancelled(customer_id="", reason=reason)
     status = OrderStatus.CANCELLED
     advanced = await repository.advance(
-        session, order_id, status=status, step="cancelled", reason=reason.value
+        session,
+        order_id,
+        status=status,
+        step="cancelled",
+        reason=reason.value,
+        event=_outbox_row(event, order_id, settings),
     )
     if advanced is None:
         return False
     _count_outcome(session, advanced, status.value, reason.value)
-    event = OrderCancelled(customer_id=advanced.customer_id, email=advanced.email, reason=reason)
-    await add_event(session, event, order_id=order_id, topic=settings.topic(OrderCancelled.topic))
     return True
+
+
+def _outbox_row(
+    event: OrderConfirmed | OrderCancelled, order_id: uuid.UUID, settings: ServiceSettings
+) -> dict[str, Any]:
+    return outbox_row(event, order_id=order_id, topic=settings.topic(event.topic))[1]
 
 
 async def _not_pending(session: AsyncSession, order_id: uuid.UUID, event: str) -> None:

@@ -63,11 +63,19 @@ async def add_event(
 # An outbox row as part of a larger statement (a data-modifying CTE, or the statement's last
 # part): its values are the bound parameters named as outbox_row() names them. Every
 # service's outbox table is named so (tables.outbox_table).
-OUTBOX_INSERT = (
-    "INSERT INTO outbox (event_id, topic, key, event_type, envelope, headers)"
-    " SELECT CAST(:event_id AS uuid), CAST(:topic AS text), CAST(:key AS text),"
-    " CAST(:event_type AS text), CAST(:envelope AS jsonb), CAST(:headers AS jsonb)"
-)
+def outbox_insert(envelope: str = "CAST(:envelope AS jsonb)") -> str:
+    """The INSERT of an outbox row; ``envelope`` is the SQL of its envelope's value.
+
+    A statement may derive the envelope from the bound one, as with rows it writes itself.
+    """
+    return (
+        "INSERT INTO outbox (event_id, topic, key, event_type, envelope, headers)"
+        " SELECT CAST(:event_id AS uuid), CAST(:topic AS text), CAST(:key AS text),"
+        f" CAST(:event_type AS text), {envelope}, CAST(:headers AS jsonb)"
+    )
+
+
+OUTBOX_INSERT = outbox_insert()
 _ADD_EVENT = Sql(OUTBOX_INSERT)
 
 
