@@ -22,7 +22,9 @@ gateway with no OTLP endpoint against the same gateway exporting every span to a
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 import timeit
 from dataclasses import dataclass
@@ -71,6 +73,16 @@ LABELS = {
     "c_cached": "gateway, full path, verified-token cache",
     "e": "nginx proxy_cache, catalogue reads",
     "f": "gateway route cache, catalogue reads",
+}
+# The levers of the HTTP machinery alone (bench/forwarder.py): a bare forwarder on each
+# server with each upstream client, routing only, to the same upstream.
+FORWARDERS = {
+    f"fwd_{server}_{client}": (server, client)
+    for server in ("uvicorn", "granian")
+    for client in ("aiohttp", "httpx")
+}
+LABELS |= {
+    key: f"bare forwarder, {server} + {client}" for key, (server, client) in FORWARDERS.items()
 }
 
 
@@ -184,6 +196,21 @@ def _start(processes: Processes, scratch: Path, keys: Keys) -> dict[str, Target]
         )
         process = start_gateway(processes, f"gateway-{key}", env, port=port)
         gateways[key] = (f"http://127.0.0.1:{port}", process.pid)
+    for key, (server, client) in FORWARDERS.items():
+        port = free_port()
+        process = processes.start(
+            key,
+            [sys.executable, "-m", "bench.forwarder"],
+            env=os.environ
+            | {
+                "FORWARD_SERVER": server,
+                "FORWARD_CLIENT": client,
+                "FORWARD_PORT": str(port),
+                "FORWARD_UPSTREAM": f"http://127.0.0.1:{upstream_port}",
+            },
+        )
+        wait_for_http(f"http://127.0.0.1:{port}/healthz")
+        gateways[key] = (f"http://127.0.0.1:{port}", process.pid)
     gateway, leader = gateways.pop("b")
     cached, cached_leader = gateways.pop("c_cached")
     targets = [
@@ -265,6 +292,16 @@ def _summary(maxima: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
         "c_added_p50": full["added_p50_ms"] <= aims["c_added_p50_ms_at_most"],
         "c_added_p99": full["added_p99_ms"] <= aims["c_added_p99_ms_at_most"],
     }
+    levers = {
+        key: {
+            "server": server,
+            "client": client,
+            "rps": maxima[key]["rps"],
+            "share_of_nginx": maxima[key]["rps"] / nginx,
+            "cpu_us_per_request": maxima[key]["cpu_us_per_request"],
+        }
+        for key, (server, client) in FORWARDERS.items()
+    }
     untraced, traced, sampled = maxima["b"], maxima["b_traced"], maxima["b_sampled"]
     lookup_us = _formatter_span_lookup_us()
     tracing = {
@@ -316,6 +353,7 @@ def _summary(maxima: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
         "aims": aims,
         "aims_met": met,
         "tracing": tracing,
+        "levers": levers,
     }
 
 
@@ -335,3 +373,9 @@ def main() -> None:
         f" cached catalogue {ratios['f_over_e']:.0%}; results in {path}",
         flush=True,
     )
+    for key, lever in result["levers"].items():
+        print(
+            f"   {LABELS[key]}: {lever['share_of_nginx']:.1%} of nginx,"
+            f" {lever['cpu_us_per_request']:.0f} µs per request",
+            flush=True,
+        )

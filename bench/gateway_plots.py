@@ -1,4 +1,4 @@
-"""The gateway benchmark's plots: results/gateway-throughput.png and gateway-latency.png."""
+"""The gateway benchmark's plots: results/gateway-throughput.png, -latency.png and -levers.png."""
 
 from __future__ import annotations
 
@@ -104,7 +104,40 @@ def _latency(result: dict[str, Any]) -> None:
     plt.close(figure)
 
 
+def _levers(result: dict[str, Any]) -> None:
+    """The server and client levers: a bare forwarder on each pair, beside nginx and (b)."""
+    maxima = result["maximum"]
+    nginx = maxima["a"]["rps"]
+    keys = ("a", "b", *result["levers"])
+    labels = [
+        _label(result, key).replace("bare forwarder,\n", "forwarder,\n").replace(" + ", "\n+ ")
+        for key in keys
+    ]
+    colours = [_COLOURS.get(key, "#55a868") for key in keys]
+    figure, axes = plt.subplots(figsize=(10, 5))
+    bars = axes.bar(labels, [maxima[key]["cpu_us_per_request"] for key in keys], color=colours)
+    axes.bar_label(
+        bars,
+        labels=[
+            f"{maxima[key]['cpu_us_per_request']:.0f} µs\n{maxima[key]['rps'] / nginx:.0%}"
+            for key in keys
+        ],
+        fontsize=8,
+    )
+    axes.set_ylabel("CPU µs per request (the proxy's processes)")
+    axes.set_title(
+        "What the HTTP server and client cost alone: a bare forwarder on each\n"
+        "(label: µs per request, and requests/s as a share of nginx's)"
+    )
+    axes.margins(y=0.2)
+    axes.tick_params(axis="x", labelsize=8)
+    figure.tight_layout()
+    figure.savefig(plot_path("gateway-levers"), dpi=110)
+    plt.close(figure)
+
+
 def draw(result: dict[str, Any]) -> None:
-    """Write both plots from a result document."""
+    """Write the three plots from a result document."""
     _throughput(result)
     _latency(result)
+    _levers(result)
