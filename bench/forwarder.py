@@ -13,30 +13,16 @@ lever can buy the gateway at most (bench/gateway.py, "levers").
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Protocol
+from typing import Protocol
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from gateway.asgi import Receive, Scope, Send
+from gateway.proxy import HOP_BY_HOP
 
 SERVERS = ("uvicorn", "granian")
 CLIENTS = ("aiohttp", "httpx")
-# What a proxy never forwards (RFC 9110 section 7.6.1), in either direction.
-_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"content-length",
-    }
-)
+# The gateway's hop-by-hop names, and the two the forwarder sets itself: the upstream's Host
+# (the client's own) and the answer's length (the server frames the body it is given).
+_NOT_FORWARDED = frozenset(name.encode() for name in HOP_BY_HOP | {"host", "content-length"})
 POOL_SIZE = 100
 
 
@@ -69,7 +55,9 @@ class AiohttpClient:
             method, self._base + path, headers=headers, data=body or None, allow_redirects=False
         ) as response:
             content = await response.read()
-            raw = [(k.lower(), v) for k, v in response.raw_headers if k.lower() not in _HOP_BY_HOP]
+            raw = [
+                (k.lower(), v) for k, v in response.raw_headers if k.lower() not in _NOT_FORWARDED
+            ]
             return response.status, raw, content
 
     async def close(self) -> None:
@@ -92,7 +80,7 @@ class HttpxClient:
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         response = await self._client.request(method, path, headers=headers, content=body)
-        raw = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
+        raw = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _NOT_FORWARDED]
         return response.status_code, raw, response.content
 
     async def close(self) -> None:
@@ -132,7 +120,7 @@ class Forwarder:
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in scope["headers"]
-            if k not in _HOP_BY_HOP
+            if k not in _NOT_FORWARDED
         ]
         path = scope["raw_path"].decode("latin-1")
         if scope["query_string"]:

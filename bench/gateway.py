@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import save
+from bench.forwarder import CLIENTS, SERVERS
 from bench.gateway_config import (
     CACHE_SECONDS,
     CATALOGUE_PATH,
@@ -77,9 +78,7 @@ LABELS = {
 # The levers of the HTTP machinery alone (bench/forwarder.py): a bare forwarder on each
 # server with each upstream client, routing only, to the same upstream.
 FORWARDERS = {
-    f"fwd_{server}_{client}": (server, client)
-    for server in ("uvicorn", "granian")
-    for client in ("aiohttp", "httpx")
+    f"fwd_{server}_{client}": (server, client) for server in SERVERS for client in CLIENTS
 }
 LABELS |= {
     key: f"bare forwarder, {server} + {client}" for key, (server, client) in FORWARDERS.items()
