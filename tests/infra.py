@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import time
 import uuid
@@ -128,11 +129,36 @@ def write_keypair(directory: Path) -> tuple[Path, Path]:
     return private, public
 
 
+# Ports a test chooses, then binds later (or has a server bind): below the kernel's ephemeral
+# range, which outgoing connections draw from. A port from that range can be taken by any
+# client connection between the choice and the bind, and the server's start then fails with
+# "address already in use".
+_CHOSEN_PORTS = range(20000, 32000)
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_ports() -> range:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except (OSError, ValueError):
+        return range(32768, 61000)
+    return range(int(low), int(high) + 1)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A loopback port free now, outside the ephemeral range where it is safe until bound."""
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in _CHOSEN_PORTS if p not in ephemeral and p not in _HANDED_OUT]
+    for port in random.sample(candidates, k=min(len(candidates), 200)):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        # Not bound yet by whoever asked: without this, a second call could choose it again.
+        _HANDED_OUT.add(port)
         return port
+    raise RuntimeError(f"no free loopback port in {_CHOSEN_PORTS} outside {ephemeral}")
 
 
 async def eventually(
