@@ -13,6 +13,8 @@ In front of it, on loopback:
 
 (c) verifies the token's signature on every request; "c_cached" is the same path with the
 issuer's verified-token cache on (the identity reused for up to 30 s, never past exp).
+"a2", "b2" and "c2" are (a), (b) and (c) with two processes each: nginx's two workers, and
+the gateway's supervisor with two serving processes (GATEWAY_WORKERS=2).
 
 wrk (closed loop, keep-alive) finds each one's maximum; k6's constant-arrival-rate executor
 then offers half of that maximum, and the same rate again directly to the upstream, so the
@@ -53,9 +55,11 @@ from bench.gateway_servers import (
     wait_for_http,
 )
 
-# One process per proxy: the gateway runs one event loop per process (Kubernetes scales it
-# by replicas), so nginx gets one worker process too, and the comparison is per process.
+# One process per proxy: the gateway runs one event loop per process, so nginx gets one
+# worker process too, and the comparison is per process. The processes lever runs both
+# with two.
 WORKERS = 1
+TWO_WORKERS = 2
 CONNECTIONS = 50
 # One wrk thread keeps the load generator to one core of two.
 WRK_THREADS = 1
@@ -74,6 +78,9 @@ LABELS = {
     "c_cached": "gateway, full path, verified-token cache",
     "e": "nginx proxy_cache, catalogue reads",
     "f": "gateway route cache, catalogue reads",
+    "a2": "nginx proxy, two workers",
+    "b2": "gateway, routing, two processes",
+    "c2": "gateway, full path, two processes",
 }
 # The levers of the HTTP machinery alone (bench/forwarder.py): a bare forwarder on each
 # server with each upstream client, routing only, to the same upstream.
@@ -163,7 +170,7 @@ def _kept_up(run: K6Result) -> bool:
 def _start(processes: Processes, scratch: Path, keys: Keys) -> dict[str, Target]:
     """Upstream, nginx and four gateways (no tracing, every span, one span in ten, and the
     verified-token cache on)."""
-    upstream_port, nginx_port = free_port(), free_port()
+    upstream_port, nginx_port, nginx2_port = free_port(), free_port(), free_port()
     upstream = start_upstream(
         processes, scratch / "upstream", upstream_port, body=BODY, jwks=keys.jwks()
     )
@@ -175,16 +182,25 @@ def _start(processes: Processes, scratch: Path, keys: Keys) -> dict[str, Target]
         workers=WORKERS,
         cache_seconds=CACHE_SECONDS,
     )
-    wait_for_http(f"http://127.0.0.1:{upstream_port}/healthz")
-    wait_for_http(f"http://127.0.0.1:{nginx_port}/healthz")
+    proxy2 = start_nginx_proxy(
+        processes,
+        scratch / "nginx2",
+        nginx2_port,
+        upstream_port=upstream_port,
+        workers=TWO_WORKERS,
+        cache_seconds=CACHE_SECONDS,
+    )
+    for port in (upstream_port, nginx_port, nginx2_port):
+        wait_for_http(f"http://127.0.0.1:{port}/healthz")
     gateways: dict[str, tuple[str, int]] = {}
     variants = (
-        ("b", None, 0),
-        ("b_traced", "1.0", 0),
-        ("b_sampled", "0.1", 0),
-        ("c_cached", None, 30),
+        ("b", None, 0, WORKERS),
+        ("b_traced", "1.0", 0, WORKERS),
+        ("b_sampled", "0.1", 0, WORKERS),
+        ("c_cached", None, 30, WORKERS),
+        ("b2", None, 0, TWO_WORKERS),
     )
-    for key, tracing, cache in variants:
+    for key, tracing, cache, workers in variants:
         port = free_port()
         env = gateway_env(
             port=port,
@@ -192,6 +208,7 @@ def _start(processes: Processes, scratch: Path, keys: Keys) -> dict[str, Target]
             keys=keys,
             tracing=tracing,
             verified_cache_seconds=cache,
+            workers=workers,
         )
         process = start_gateway(processes, f"gateway-{key}", env, port=port)
         gateways[key] = (f"http://127.0.0.1:{port}", process.pid)
@@ -212,6 +229,7 @@ def _start(processes: Processes, scratch: Path, keys: Keys) -> dict[str, Target]
         gateways[key] = (f"http://127.0.0.1:{port}", process.pid)
     gateway, leader = gateways.pop("b")
     cached, cached_leader = gateways.pop("c_cached")
+    two, two_leader = gateways.pop("b2")
     targets = [
         Target("a", f"http://127.0.0.1:{nginx_port}{OPEN_PATH}", proxy.pid),
         Target("b", gateway + OPEN_PATH, leader),
@@ -220,6 +238,9 @@ def _start(processes: Processes, scratch: Path, keys: Keys) -> dict[str, Target]
         Target("d", f"http://127.0.0.1:{upstream_port}{OPEN_PATH}", upstream.pid),
         Target("e", f"http://127.0.0.1:{nginx_port}{CATALOGUE_PATH}", proxy.pid),
         Target("f", gateway + CATALOGUE_PATH, leader),
+        Target("a2", f"http://127.0.0.1:{nginx2_port}{OPEN_PATH}", proxy2.pid),
+        Target("b2", two + OPEN_PATH, two_leader),
+        Target("c2", two + PRIVATE_PATH, two_leader, keys.bearer()),
         *(Target(key, url + OPEN_PATH, pid) for key, (url, pid) in gateways.items()),
     ]
     return {target.key: target for target in targets}
@@ -301,6 +322,23 @@ def _summary(maxima: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
         }
         for key, (server, client) in FORWARDERS.items()
     }
+    workers = {
+        name: {
+            "one": maxima[one]["rps"],
+            "two": maxima[two]["rps"],
+            "speedup": maxima[two]["rps"] / maxima[one]["rps"],
+            "cpu_us_per_request": {
+                "one": maxima[one]["cpu_us_per_request"],
+                "two": maxima[two]["cpu_us_per_request"],
+            },
+            "two_share_of_nginx_two": maxima[two]["rps"] / maxima["a2"]["rps"],
+        }
+        for name, (one, two) in {
+            "nginx": ("a", "a2"),
+            "routing": ("b", "b2"),
+            "full_path": ("c", "c2"),
+        }.items()
+    }
     untraced, traced, sampled = maxima["b"], maxima["b_traced"], maxima["b_sampled"]
     lookup_us = _formatter_span_lookup_us()
     tracing = {
@@ -342,6 +380,10 @@ def _summary(maxima: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
             "upstream_nginx_workers": 1,
             "proxy_nginx_workers": WORKERS,
             "gateway_workers": WORKERS,
+            "two_process_configurations": {
+                "proxy_nginx_workers": TWO_WORKERS,
+                "gateway_workers": TWO_WORKERS,
+            },
             "wrk_threads": WRK_THREADS,
             "k6_processes": 1,
             "note": "all on the same cores as the proxies they measure, loopback only",
@@ -353,6 +395,7 @@ def _summary(maxima: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
         "aims_met": met,
         "tracing": tracing,
         "levers": levers,
+        "workers": workers,
     }
 
 
@@ -376,5 +419,12 @@ def main() -> None:
         print(
             f"   {LABELS[key]}: {lever['share_of_nginx']:.1%} of nginx,"
             f" {lever['cpu_us_per_request']:.0f} µs per request",
+            flush=True,
+        )
+    for name, pair in result["workers"].items():
+        print(
+            f"   {name}, two processes: {pair['speedup']:.2f}x one,"
+            f" {pair['cpu_us_per_request']['two']:.0f} against"
+            f" {pair['cpu_us_per_request']['one']:.0f} µs per request",
             flush=True,
         )

@@ -77,12 +77,14 @@ def gateway_env(
     keys: Keys,
     tracing: str | None,
     verified_cache_seconds: float = 0,
+    workers: int = 1,
 ) -> dict[str, str]:
     """The complete environment of one gateway; ``tracing``: None, or the sampler ratio."""
     upstream = f"http://127.0.0.1:{upstream_port}"
     settings: dict[str, Any] = {
         "HOST": "127.0.0.1",
         "PORT": port,
+        "WORKERS": workers,
         "LOG_LEVEL": "INFO",
         "IDENTITY_PRIVATE_KEY_FILE": str(keys.identity_file),
         "REDIS_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",

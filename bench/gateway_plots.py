@@ -105,32 +105,40 @@ def _latency(result: dict[str, Any]) -> None:
 
 
 def _levers(result: dict[str, Any]) -> None:
-    """The server and client levers: a bare forwarder on each pair, beside nginx and (b)."""
+    """The levers: a bare forwarder on each server and client, and two processes each,
+    beside nginx and the gateway with one."""
     maxima = result["maximum"]
-    nginx = maxima["a"]["rps"]
-    keys = ("a", "b", *result["levers"])
+    keys = ("a", "b", *result["levers"], "a2", "b2", "c", "c2")
+    # A two-process configuration is a share of nginx with two workers.
+    nginx = {key: maxima["a2" if key.endswith("2") else "a"]["rps"] for key in keys}
     labels = [
-        _label(result, key).replace("bare forwarder,\n", "forwarder,\n").replace(" + ", "\n+ ")
+        _label(result, key)
+        .replace("bare forwarder,\n", "forwarder,\n")
+        .replace(" + ", "\n+ ")
+        .replace("two ", "two\n")
         for key in keys
     ]
-    colours = [_COLOURS.get(key, "#55a868") for key in keys]
-    figure, axes = plt.subplots(figsize=(10, 5))
+    colours = [_COLOURS.get(key.removesuffix("2"), "#55a868") for key in keys]
+    figure, axes = plt.subplots(figsize=(12, 5))
     bars = axes.bar(labels, [maxima[key]["cpu_us_per_request"] for key in keys], color=colours)
+    for key, bar in zip(keys, bars, strict=True):
+        if key.endswith("2"):
+            bar.set_hatch("//")
     axes.bar_label(
         bars,
         labels=[
-            f"{maxima[key]['cpu_us_per_request']:.0f} µs\n{maxima[key]['rps'] / nginx:.0%}"
+            f"{maxima[key]['cpu_us_per_request']:.0f} µs\n{maxima[key]['rps'] / nginx[key]:.0%}"
             for key in keys
         ],
         fontsize=8,
     )
     axes.set_ylabel("CPU µs per request (the proxy's processes)")
     axes.set_title(
-        "What the HTTP server and client cost alone: a bare forwarder on each\n"
-        "(label: µs per request, and requests/s as a share of nginx's)"
+        "The levers: a bare forwarder on each server and client; two processes each (hatched)\n"
+        "(label: µs per request, and requests/s as a share of nginx's with as many workers)"
     )
     axes.margins(y=0.2)
-    axes.tick_params(axis="x", labelsize=8)
+    axes.tick_params(axis="x", labelsize=7)
     figure.tight_layout()
     figure.savefig(plot_path("gateway-levers"), dpi=110)
     plt.close(figure)

@@ -23,18 +23,16 @@ SHORT_DEADLINES = {
 }
 
 
-@contextlib.asynccontextmanager
-async def gateway_process(
+def gateway_environment(
     *,
+    port: int,
     keys: tuple[Path, Path],
     secret_file: Path,
-    logs: Path,
     routes: dict[str, str],
     **env: str,
-) -> AsyncIterator[int]:
-    """A ``gateway`` process routing (public) prefixes to upstream URLs; yields its port."""
-    port = free_port()
-    environment = {
+) -> dict[str, str]:
+    """A gateway's environment routing (public) prefixes to upstream URLs."""
+    return {
         "GATEWAY_PORT": str(port),
         "GATEWAY_LOG_LEVEL": "WARNING",
         "GATEWAY_IDENTITY_PRIVATE_KEY_FILE": str(keys[0]),
@@ -61,6 +59,22 @@ async def gateway_process(
         ),
         **env,
     }
+
+
+@contextlib.asynccontextmanager
+async def gateway_process(
+    *,
+    keys: tuple[Path, Path],
+    secret_file: Path,
+    logs: Path,
+    routes: dict[str, str],
+    **env: str,
+) -> AsyncIterator[int]:
+    """A ``gateway`` process routing (public) prefixes to upstream URLs; yields its port."""
+    port = free_port()
+    environment = gateway_environment(
+        port=port, keys=keys, secret_file=secret_file, routes=routes, **env
+    )
     process = Process("gateway", environment, health_port=port, logs=logs)
     process.start()
     try:

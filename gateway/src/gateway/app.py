@@ -42,6 +42,8 @@ from mercato_shared.metrics import (
     StatusRecorder,
     event_loop_lag_gauge,
     expose_metrics,
+    join_multiprocess_metrics,
+    leave_multiprocess_metrics,
 )
 from mercato_shared.problems import install_problem_handlers, problem_response
 from mercato_shared.resilience import BreakerState, RetryBudget
@@ -82,6 +84,8 @@ class Gateway:
             "1 while an upstream instance's breaker is open or half-open",
             ["instance"],
             registry=self.registry,
+            # Each process has its own breakers: 1 while any live process's is open.
+            multiprocess_mode="livemax",
         )
         self.breaker_transitions = Counter(
             "gateway_upstream_breaker_transitions",
@@ -172,6 +176,7 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
         settings = self.settings
+        join_multiprocess_metrics()
         self._signer = IdentitySigner(
             SigningKeyFile(settings.identity_private_key_file),
             issuer=settings.identity_issuer,
@@ -220,6 +225,9 @@ class Gateway:
                 await asyncio.gather(*checks, return_exceptions=True)
                 self._forwarder = None
                 await redis.aclose()
+                # Here rather than at exit: uvicorn ends a process it stopped by signal
+                # with that signal again, which skips exit handlers.
+                leave_multiprocess_metrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

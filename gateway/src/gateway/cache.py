@@ -365,7 +365,12 @@ def route_caches(
         registry=registry,
     )
     entries = Gauge(
-        "gateway_cache_entries", "Answers stored in a route's cache", ["route"], registry=registry
+        "gateway_cache_entries",
+        "Answers stored in a route's cache",
+        ["route"],
+        registry=registry,
+        # Each process has its own cache: the entries of every live process.
+        multiprocess_mode="livesum",
     )
     return {
         upstream.prefix: ResponseCache(

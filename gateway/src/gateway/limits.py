@@ -384,10 +384,9 @@ def limited_protocol(settings: GatewaySettings, counter: Counter) -> type[HttpTo
     )
 
 
-def server_options(settings: GatewaySettings, counter: Counter) -> dict[str, Any]:
-    """uvicorn's own settings for the limits it has, and the protocol for those it lacks."""
+def server_options(settings: GatewaySettings) -> dict[str, Any]:
+    """uvicorn's own settings for the limits it has (``limited_protocol`` adds the others)."""
     return {
-        "http": limited_protocol(settings, counter),
         "timeout_keep_alive": settings.keep_alive_timeout_seconds,
         # uvicorn counts the connection asking among those open, so it refuses from
         # ``limit_concurrency`` connections on; the protocol refuses first, with a problem.

@@ -166,6 +166,9 @@ class GatewaySettings(BaseSettings):
     log_level: str = "INFO"
     host: str = "127.0.0.1"
     port: int = 8080
+    # Serving processes behind the port, each with its own event loop, caches and limits
+    # (docs/gateway.md, "Processes").
+    workers: int = Field(default=1, ge=1, le=64)
 
     routes: list[RouteConfig] = Field(default_factory=_default_routes)
     access: list[AccessRule] = Field(default_factory=_default_access)

@@ -6,12 +6,15 @@ Labels name the service (``order``), so one Prometheus scrape config covers ever
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -106,6 +109,8 @@ def event_loop_lag_gauge(registry: CollectorRegistry | None = REGISTRY) -> Gauge
         "How late the event loop ran a periodic timer: the worst of the last ten seconds",
         ["service"],
         registry=registry,
+        # Several processes behind one /metrics (multiprocess mode): the worst loop's lag.
+        multiprocess_mode="livemax",
     )
 
 
@@ -145,16 +150,79 @@ class EventLoopLag:
 _STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
+# prometheus-client's own switch: set before it is imported, every metric of the process
+# keeps its values in files of this directory, which every process serving /metrics reads.
+MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_directory() -> Path | None:
+    """The directory the processes behind one /metrics share, if there are several."""
+    value = os.environ.get(MULTIPROCESS_DIRECTORY)
+    return Path(value) if value else None
+
+
+def clear_multiprocess_directory(directory: Path) -> None:
+    """Empty ``directory`` for a new set of processes: old files would count as theirs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in directory.glob("*.db"):
+        path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # no signal: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def join_multiprocess_metrics() -> None:
+    """Forget the live gauges of processes that died without leaving (killed, out of memory).
+
+    Live gauges (``multiprocess_mode="live..."``) must go with their process; a process
+    joining is what its supervisor starts in place of one that died. Counters and
+    histograms of dead processes stay: their counts happened. Nothing outside multiprocess
+    mode.
+    """
+    directory = multiprocess_directory()
+    if directory is None:
+        return
+    for path in directory.glob("gauge_live*_*.db"):
+        pid = int(path.stem.rpartition("_")[2])
+        if not _alive(pid):
+            mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+
+
+def leave_multiprocess_metrics() -> None:
+    """Take this process's live gauges out of /metrics, as it stops serving."""
+    directory = multiprocess_directory()
+    if directory is not None:
+        mark_process_dead(os.getpid(), str(directory))  # type: ignore[no-untyped-call]
+
+
+def scrape_registry(registry: CollectorRegistry) -> CollectorRegistry:
+    """What /metrics serves: ``registry``, or every process's files in multiprocess mode."""
+    directory = multiprocess_directory()
+    if directory is None:
+        return registry
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged, path=str(directory))  # type: ignore[no-untyped-call]
+    return merged
+
+
 def expose_metrics(app: Starlette, registry: CollectorRegistry = REGISTRY) -> None:
     """Serve ``registry`` at /metrics, the path scrapers ask for by default.
 
     A route rather than prometheus-client's ASGI app mounted there: a mount answers /metrics
     itself with a redirect to /metrics/, which not every scraper follows.
     """
+    served = scrape_registry(registry)
 
     async def metrics(request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(registry), media_type=content_type)
+        return Response(encoder(served), media_type=content_type)
 
     app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
 
