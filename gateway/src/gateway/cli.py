@@ -19,8 +19,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from gateway.app import Gateway, create_app
-from gateway.limits import limited_protocol, server_options
+from gateway.limits import server_options
 from gateway.settings import GatewaySettings
 from mercato_shared.logs import configure_logging
 from mercato_shared.metrics import (
@@ -28,7 +27,6 @@ from mercato_shared.metrics import (
     clear_multiprocess_directory,
     multiprocess_directory,
 )
-from mercato_shared.tracing import setup_tracing
 
 
 class GatewayConfig(uvicorn.Config):
@@ -58,6 +56,12 @@ class GatewayConfig(uvicorn.Config):
     def load(self) -> None:
         if self.loaded:
             return
+        # Imported where the application is built: a supervisor of several serving
+        # processes never builds one, and without these takes 80 MB instead of 105.
+        from gateway.app import Gateway, create_app
+        from gateway.limits import limited_protocol
+        from mercato_shared.tracing import setup_tracing
+
         settings = self.settings
         configure_logging("gateway", settings.log_level)
         setup_tracing("gateway")
