@@ -38,6 +38,8 @@ class GatewayConfig(uvicorn.Config):
     """
 
     def __init__(self, settings: GatewaySettings) -> None:
+        # Before uvicorn's own set-up, which configures logging with it.
+        self.settings = settings
         super().__init__(
             # Replaced in ``load``; a string until then, so the configuration pickles.
             "gateway.app:Gateway",
@@ -51,7 +53,12 @@ class GatewayConfig(uvicorn.Config):
             loop="uvloop",
             **server_options(settings),
         )
-        self.settings = settings
+
+    def configure_logging(self) -> None:
+        # uvicorn calls this in every process that serves, and its part turns its own access
+        # log off again after the gateway's JSON lines have routed every logger to stderr.
+        configure_logging("gateway", self.settings.log_level)
+        super().configure_logging()
 
     def load(self) -> None:
         if self.loaded:
@@ -63,7 +70,6 @@ class GatewayConfig(uvicorn.Config):
         from mercato_shared.tracing import setup_tracing
 
         settings = self.settings
-        configure_logging("gateway", settings.log_level)
         setup_tracing("gateway")
         gateway = Gateway(settings)
         self.app = create_app(settings, gateway)
@@ -94,7 +100,6 @@ def _prepare_metrics_directory(workers: int) -> Path | None:
 
 def main() -> None:
     settings = GatewaySettings()
-    configure_logging("gateway", settings.log_level)
     made = _prepare_metrics_directory(settings.workers)
     config = GatewayConfig(settings)
     try:

@@ -1,4 +1,5 @@
-"""Several gateway processes behind one port (``GATEWAY_WORKERS``), with one /metrics.
+"""The ``gateway`` console script: one process, or several behind one port
+(``GATEWAY_WORKERS``) with one /metrics.
 
 Real ``gateway`` processes: the supervisor, its serving processes, and the files of
 prometheus-client's multiprocess mode they share.
@@ -7,6 +8,7 @@ prometheus-client's multiprocess mode they share.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -105,14 +107,16 @@ async def _get_on_new_connections(port: int, count: int) -> None:
     assert [a.status_code for a in answers] == [200] * count
 
 
-def _started(tmp_path: Path, keys, dev_secret, echo: EchoServer, **env: str) -> Process:
+def _started(
+    tmp_path: Path, keys, dev_secret, echo: EchoServer, *, workers: int = 2, **env: str
+) -> Process:
     port = free_port()
     environment = gateway_environment(
         port=port,
         keys=keys,
         secret_file=dev_secret,
         routes={PREFIX: echo.url},
-        GATEWAY_WORKERS="2",
+        GATEWAY_WORKERS=str(workers),
         **env,
     )
     process = Process("gateway", environment, health_port=port, logs=tmp_path)
@@ -198,5 +202,28 @@ async def test_workers_that_cannot_start_stop_the_supervisor(
     try:
         # uvicorn's exit status for a server that could not start, not a restart loop.
         assert await asyncio.to_thread(process.proc.wait, 60) == 3
+    finally:
+        process.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_each_request_is_logged_once_by_the_gateway(
+    stack, keys, dev_secret, echo, tmp_path, workers
+):
+    process = _started(tmp_path, keys, dev_secret, echo, workers=workers, GATEWAY_LOG_LEVEL="INFO")
+    try:
+        await process.wait_ready()
+        await _get_on_new_connections(process.health_port, 5)
+
+        def loggers() -> list[str]:
+            lines = process.log_path.read_text().splitlines()
+            return [json.loads(line)["logger"] for line in lines if f" {PREFIX}/" in line]
+
+        async def logged() -> list[str] | None:
+            found = await asyncio.to_thread(loggers)
+            return found if len(found) >= 5 else None
+
+        # uvicorn's own access line stays off: the gateway writes one line per request.
+        assert await eventually(logged) == ["gateway.access"] * 5
     finally:
         process.stop()
