@@ -13,6 +13,7 @@ In front of it, on loopback:
 
 (c) verifies the token's signature on every request; "c_cached" is the same path with the
 issuer's verified-token cache on (the identity reused for up to 30 s, never past exp).
+"b_quiet" is (b) without the access line: nginx's access log is off, the gateway's is on.
 "a2", "b2" and "c2" are (a), (b) and (c) with two processes each: nginx's two workers, and
 the gateway's supervisor with two serving processes (GATEWAY_WORKERS=2).
 
@@ -78,6 +79,7 @@ LABELS = {
     "c_cached": "gateway, full path, verified-token cache",
     "e": "nginx proxy_cache, catalogue reads",
     "f": "gateway route cache, catalogue reads",
+    "b_quiet": "gateway, routing, no access line",
     "a2": "nginx proxy, two workers",
     "b2": "gateway, routing, two processes",
     "c2": "gateway, full path, two processes",
@@ -194,13 +196,14 @@ def _start(processes: Processes, scratch: Path, keys: Keys) -> dict[str, Target]
         wait_for_http(f"http://127.0.0.1:{port}/healthz")
     gateways: dict[str, tuple[str, int]] = {}
     variants = (
-        ("b", None, 0, WORKERS),
-        ("b_traced", "1.0", 0, WORKERS),
-        ("b_sampled", "0.1", 0, WORKERS),
-        ("c_cached", None, 30, WORKERS),
-        ("b2", None, 0, TWO_WORKERS),
+        ("b", None, 0, WORKERS, True),
+        ("b_traced", "1.0", 0, WORKERS, True),
+        ("b_sampled", "0.1", 0, WORKERS, True),
+        ("c_cached", None, 30, WORKERS, True),
+        ("b_quiet", None, 0, WORKERS, False),
+        ("b2", None, 0, TWO_WORKERS, True),
     )
-    for key, tracing, cache, workers in variants:
+    for key, tracing, cache, workers, access_log in variants:
         port = free_port()
         env = gateway_env(
             port=port,
@@ -209,6 +212,7 @@ def _start(processes: Processes, scratch: Path, keys: Keys) -> dict[str, Target]
             tracing=tracing,
             verified_cache_seconds=cache,
             workers=workers,
+            access_log=access_log,
         )
         process = start_gateway(processes, f"gateway-{key}", env, port=port)
         gateways[key] = (f"http://127.0.0.1:{port}", process.pid)
@@ -298,6 +302,7 @@ def _summary(maxima: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
         "c_cached_over_a": maxima["c_cached"]["rps"] / nginx,
         "f_over_e": maxima["f"]["rps"] / maxima["e"]["rps"],
         "f_over_b": maxima["f"]["rps"] / maxima["b"]["rps"],
+        "b_quiet_over_a": maxima["b_quiet"]["rps"] / nginx,
     }
     full = latency["c"]
     aims = {
@@ -321,6 +326,12 @@ def _summary(maxima: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
             "cpu_us_per_request": maxima[key]["cpu_us_per_request"],
         }
         for key, (server, client) in FORWARDERS.items()
+    }
+    access_line = {
+        "cpu_us_per_request": maxima["b"]["cpu_us_per_request"]
+        - maxima["b_quiet"]["cpu_us_per_request"],
+        "share_of_routing_cpu": 1
+        - maxima["b_quiet"]["cpu_us_per_request"] / maxima["b"]["cpu_us_per_request"],
     }
     workers = {
         name: {
@@ -396,6 +407,7 @@ def _summary(maxima: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
         "tracing": tracing,
         "levers": levers,
         "workers": workers,
+        "access_line": access_line,
     }
 
 
@@ -428,3 +440,9 @@ def main() -> None:
             f" {pair['cpu_us_per_request']['one']:.0f} µs per request",
             flush=True,
         )
+    line = result["access_line"]
+    print(
+        f"   the access line: {line['cpu_us_per_request']:.0f} µs per routed request,"
+        f" {line['share_of_routing_cpu']:.0%} of its CPU",
+        flush=True,
+    )

@@ -78,6 +78,7 @@ def gateway_env(
     tracing: str | None,
     verified_cache_seconds: float = 0,
     workers: int = 1,
+    access_log: bool = True,
 ) -> dict[str, str]:
     """The complete environment of one gateway; ``tracing``: None, or the sampler ratio."""
     upstream = f"http://127.0.0.1:{upstream_port}"
@@ -85,7 +86,8 @@ def gateway_env(
         "HOST": "127.0.0.1",
         "PORT": port,
         "WORKERS": workers,
-        "LOG_LEVEL": "INFO",
+        # The access line is logged at info.
+        "LOG_LEVEL": "INFO" if access_log else "WARNING",
         "IDENTITY_PRIVATE_KEY_FILE": str(keys.identity_file),
         "REDIS_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
         "ROUTES": [

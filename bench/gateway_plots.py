@@ -23,6 +23,7 @@ _EXTRA_LABELS = {
     "e": "nginx,\nproxy_cache",
     "f": "gateway,\nroute cache",
     "a_at_gateway_rate": "nginx proxy,\nat the gateway's rate",
+    "b_quiet": "gateway,\nrouting, no\naccess line",
 }
 _COLOURS = {"a": "#4c72b0", "b": "#dd8452", "c": "#c44e52", "c_cached": "#e08a8c", "d": "#8c8c8c"}
 _COLOURS |= {"e": "#8fa9d3", "f": "#f0b27a"}
@@ -108,7 +109,7 @@ def _levers(result: dict[str, Any]) -> None:
     """The levers: a bare forwarder on each server and client, and two processes each,
     beside nginx and the gateway with one."""
     maxima = result["maximum"]
-    keys = ("a", "b", *result["levers"], "a2", "b2", "c", "c2")
+    keys = ("a", "b", "b_quiet", *result["levers"], "a2", "b2", "c", "c2")
     # A two-process configuration is a share of nginx with two workers.
     nginx = {key: maxima["a2" if key.endswith("2") else "a"]["rps"] for key in keys}
     labels = [
@@ -118,7 +119,9 @@ def _levers(result: dict[str, Any]) -> None:
         .replace("two ", "two\n")
         for key in keys
     ]
-    colours = [_COLOURS.get(key.removesuffix("2"), "#55a868") for key in keys]
+    colours = [
+        _COLOURS.get(key.removesuffix("2").removesuffix("_quiet"), "#55a868") for key in keys
+    ]
     figure, axes = plt.subplots(figsize=(12, 5))
     bars = axes.bar(labels, [maxima[key]["cpu_us_per_request"] for key in keys], color=colours)
     for key, bar in zip(keys, bars, strict=True):
@@ -134,7 +137,8 @@ def _levers(result: dict[str, Any]) -> None:
     )
     axes.set_ylabel("CPU µs per request (the proxy's processes)")
     axes.set_title(
-        "The levers: a bare forwarder on each server and client; two processes each (hatched)\n"
+        "The levers: the access line; a bare forwarder on each server and client;"
+        " two processes each (hatched)\n"
         "(label: µs per request, and requests/s as a share of nginx's with as many workers)"
     )
     axes.margins(y=0.2)
