@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from opentelemetry import trace
 
 # Bearer tokens and bare JWTs (three base64url parts, header starting with '{"' = 'eyJ').
@@ -42,7 +43,8 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
-        self._encode = json.JSONEncoder(default=str).encode
+        # What orjson refuses (an integer past 64 bits) the json module still writes.
+        self._fallback = json.JSONEncoder(default=str).encode
         # (second, its ISO text): lines come many per second, formatting a datetime for
         # each costs more than the rest of the timestamp. One tuple, replaced whole, so a
         # thread reading it never sees a second paired with another second's text.
@@ -77,6 +79,14 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = redact(self.formatException(record.exc_info))
         return self._encode(entry)
+
+    def _encode(self, entry: dict[str, Any]) -> str:
+        # orjson: 0.5 µs for an access line where json.JSONEncoder takes 4.8 (in a loop on
+        # the development machine), the largest part of formatting it.
+        try:
+            return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except orjson.JSONEncodeError:
+            return self._fallback(entry)
 
 
 class LineLogger:
