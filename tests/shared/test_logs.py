@@ -31,6 +31,17 @@ def test_formatter_writes_one_json_object_with_extras_redacted():
     assert entry["recipient"] == "[email]"
 
 
+def test_formatter_writes_what_its_fast_encoder_refuses():
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "big", (), None)
+    record.count = 2**70
+    record.ids = {1: "a"}
+    record.when = object()
+    entry = json.loads(JsonFormatter("order-api").format(record))
+    assert entry["count"] == 2**70
+    assert entry["ids"] == {"1": "a"}
+    assert entry["when"].startswith("<object object")
+
+
 def test_formatter_includes_redacted_exception():
     try:
         raise ValueError("bad token Bearer s3cr3t")
