@@ -61,7 +61,7 @@ test: install ## Run the whole test suite (starts the servers and builds the k6 
 	bash $(STACK) start
 	$(UV) run --locked pytest
 
-bench: install ## Run the benchmarks on loopback (under 15 min) into bench/results/: make bench [BENCH=gateway]
+bench: install ## Run the benchmarks on loopback (about 20 min) into bench/results/: make bench [BENCH=gateway]
 	bash bench/tools.sh >/dev/null
 	bash $(STACK) start
 	$(UV) run --locked python -m bench $(BENCH)

@@ -170,8 +170,9 @@ def _kept_up(run: K6Result) -> bool:
 
 
 def _start(processes: Processes, scratch: Path, keys: Keys) -> dict[str, Target]:
-    """Upstream, nginx and four gateways (no tracing, every span, one span in ten, and the
-    verified-token cache on)."""
+    """Upstream, nginx with one and two workers, the forwarders and six gateways (no
+    tracing, every span, one span in ten, the verified-token cache on, no access line, and
+    two serving processes)."""
     upstream_port, nginx_port, nginx2_port = free_port(), free_port(), free_port()
     upstream = start_upstream(
         processes, scratch / "upstream", upstream_port, body=BODY, jwks=keys.jwks()
