@@ -6,6 +6,7 @@ Labels name the service (``order``), so one Prometheus scrape config covers ever
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections import deque
@@ -191,8 +192,10 @@ def join_multiprocess_metrics() -> None:
         return
     for path in directory.glob("gauge_live*_*.db"):
         pid = int(path.stem.rpartition("_")[2])
+        # Two processes joining at once may both remove a dead one's files.
         if not _alive(pid):
-            mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+            with contextlib.suppress(FileNotFoundError):
+                mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
 
 
 def leave_multiprocess_metrics() -> None:
